@@ -25,6 +25,7 @@ from official.vision.dataloaders import parser
 from official.vision.ops import augment
 from official.vision.ops import preprocess_ops
 
+from maskconver_tf.ops import preprocess
 from maskconver_tf.ops import target_ops
 
 # AutoAugment ops that move pixels would misalign the masks.
@@ -172,11 +173,15 @@ class Parser(parser.Parser):
                 image, masks=labels)
         if training and self._augmenter is not None:
             image = self._augmenter.distort(image)
-        image = preprocess_ops.normalize_image(image)
-        scale_min, scale_max = ((self._aug_scale_min, self._aug_scale_max)
-                                if training else (1.0, 1.0))
-        image, image_info = preprocess_ops.resize_and_crop_image(
-            image, self._output_size, self._padded_size, scale_min, scale_max)
+        if training:
+            image = preprocess_ops.normalize_image(image)
+            image, image_info = preprocess_ops.resize_and_crop_image(
+                image, self._output_size, self._padded_size,
+                self._aug_scale_min, self._aug_scale_max)
+        else:
+            # The inference preprocessing serving and predict use too.
+            image, image_info = preprocess.preprocess_image(
+                image, self._output_size, self._padded_size)
         image = tf.ensure_shape(image, self._padded_size + [3])
         labels = _resize_crop_pad_labels(
             tf.transpose(labels, [1, 2, 0]), image_info, self._output_size,

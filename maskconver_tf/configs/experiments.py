@@ -1,0 +1,107 @@
+"""Experiments registered with Model Garden's `exp_factory`.
+
+Each has a YAML in `experiments/` that says what it reproduces:
+- maskconver_mobilenet_mh_coco: the published mobile recipe (reference
+  section 5): MobileNet-MH + ASPP + 3 heads, SGD 0.9, cosine 0.04, 2000 warmup
+  steps, 500k steps at batch 64, scale jitter 0.1-1.9.
+- maskconver_shapes: the same network on the built-in shapes set, sized for
+  2 CPU cores (the `make demo` recipe).
+"""
+
+from official.core import config_definitions as cfg
+from official.core import exp_factory
+from official.modeling import optimization
+
+from maskconver_tf.configs import maskconver as model_cfg
+from maskconver_tf.configs import maskconver_task as task_cfg
+
+COCO_TRAIN_EXAMPLES = 118287
+COCO_VAL_EXAMPLES = 5000
+
+
+def _optimization(optimizer, learning_rate, decay_steps, warmup_steps,
+                  weight_decay=None, clipnorm=None):
+    opt = {'type': optimizer}
+    if optimizer == 'sgd':
+        opt['sgd'] = {'momentum': 0.9}
+    elif optimizer == 'adamw':
+        opt['adamw'] = {'weight_decay_rate': weight_decay or 0.0,
+                        'exclude_from_weight_decay': ['LayerNorm', 'layer_norm',
+                                                      'bias', 'beta', 'gamma'],
+                        'gradient_clip_norm': clipnorm or 0.0}
+    else:
+        raise ValueError(f'optimizer {optimizer!r} not used by our recipes')
+    return optimization.OptimizationConfig({
+        'optimizer': opt,
+        'learning_rate': {'type': 'cosine', 'cosine': {
+            'initial_learning_rate': learning_rate, 'decay_steps': decay_steps}},
+        'warmup': {'type': 'linear', 'linear': {
+            'warmup_steps': warmup_steps, 'warmup_learning_rate': 0.0}},
+    })
+
+
+@exp_factory.register_config_factory('maskconver_mobilenet_mh_coco')
+def maskconver_mobilenet_mh_coco() -> cfg.ExperimentConfig:
+    """Reference mobile MaskConver on COCO panoptic (640 px; 256 via YAML)."""
+    image_size = 640
+    train_batch, eval_batch, steps = 64, 8, 500000
+    model = model_cfg.maskconver_mobilenet_mh_coco(image_size)
+    model.panoptic_generator.output_size = [640, 640]
+    parser = task_cfg.Parser(aug_scale_min=0.1, aug_scale_max=1.9,
+                             gaussian_iou=0.7, max_num_stuff_centers=1,
+                             min_stuff_area=1024,
+                             segmentation_groundtruth_padded_size=[640, 640])
+    return cfg.ExperimentConfig(
+        runtime=cfg.RuntimeConfig(mixed_precision_dtype='float32'),
+        task=task_cfg.MaskConverTask(
+            dataset='coco', model=model,
+            train_data=task_cfg.DataConfig(
+                input_path='coco/tfrecords/train-nocrowd*', is_training=True,
+                global_batch_size=train_batch, parser=parser,
+                shuffle_buffer_size=10000),
+            validation_data=task_cfg.DataConfig(
+                input_path='coco/tfrecords/val-nocrowd*', is_training=False,
+                global_batch_size=eval_batch, drop_remainder=False,
+                parser=parser),
+            losses=task_cfg.Losses(mask_weight=5.0, l2_weight_decay=1e-5)),
+        trainer=cfg.TrainerConfig(
+            train_steps=steps,
+            validation_steps=COCO_VAL_EXAMPLES // eval_batch,
+            validation_interval=2000, steps_per_loop=2000,
+            summary_interval=2000, checkpoint_interval=2000,
+            optimizer_config=_optimization('sgd', 0.04, steps, 2000)),
+        restrictions=['task.train_data.is_training != None',
+                      'task.validation_data.is_training != None'])
+
+
+@exp_factory.register_config_factory('maskconver_shapes')
+def maskconver_shapes() -> cfg.ExperimentConfig:
+    """The reference mobile network on the built-in shapes set, CPU-sized."""
+    image_size, train_batch, eval_batch, steps = 128, 16, 16, 1500
+    model = model_cfg.maskconver_shapes(image_size)
+    model.panoptic_generator.output_size = [image_size, image_size]
+    model.panoptic_generator.small_area_threshold = 16
+    parser = task_cfg.Parser(aug_scale_min=0.75, aug_scale_max=1.25,
+                             gaussian_iou=0.7, max_num_stuff_centers=1,
+                             min_stuff_area=64)
+    eval_parser = task_cfg.Parser(aug_rand_hflip=False, gaussian_iou=0.7,
+                                  max_num_stuff_centers=1, min_stuff_area=64)
+    return cfg.ExperimentConfig(
+        runtime=cfg.RuntimeConfig(mixed_precision_dtype='float32'),
+        task=task_cfg.MaskConverTask(
+            dataset='shapes', model=model,
+            train_data=task_cfg.DataConfig(
+                input_path='shapes/tfrecords/train*', is_training=True,
+                global_batch_size=train_batch, parser=parser),
+            validation_data=task_cfg.DataConfig(
+                input_path='shapes/tfrecords/val*', is_training=False,
+                global_batch_size=eval_batch, drop_remainder=False,
+                parser=eval_parser),
+            losses=task_cfg.Losses(mask_weight=5.0, l2_weight_decay=1e-5)),
+        trainer=cfg.TrainerConfig(
+            train_steps=steps, validation_steps=-1,
+            validation_interval=500, steps_per_loop=50, summary_interval=50,
+            checkpoint_interval=250, max_to_keep=3,
+            optimizer_config=_optimization('sgd', 0.04, steps, 100)),
+        restrictions=['task.train_data.is_training != None',
+                      'task.validation_data.is_training != None'])
