@@ -1,0 +1,190 @@
+r"""Latency matrix of the reference mobile model: sizes x graph x precision x delegate.
+
+Example:
+  python benchmarks/tflite_matrix.py --sizes 256,640 --work_dir /tmp/mc_matrix \
+    [--checkpoint_path CKPT] [--build_only] [--record]
+
+For each input size: exports the mobile model (experiment
+maskconver_mobilenet_mh_coco) as a tflite-type SavedModel, converts
+(`GRAPHS`)
+- "cnn": backbone + ASPP + heads only (outputs heatmaps and embeddings),
+- "full s<k>": the whole pipeline with in-graph post-processing (merge
+  stride k, see `export_module.merge_at_stride`),
+- "split": the heads' 7x7 depthwise convs traced as 4x4 / 4x3 / 3x4 / 3x3
+  pieces (`export_module.split_large_depthwise`, same function),
+in float32, fp16 and int8 (int8_full_fp32_io), and times each with
+`benchmarks/latency.py` with XNNPACK on and off. Calibration uses images
+of the built-in shapes set (latency does not depend on the weights' values;
+accuracy numbers need the experiment's data). Without a checkpoint the
+weights are the initial ones, which is fine for latency only.
+"""
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import tensorflow as tf  # noqa: E402
+
+from benchmarks import latency  # noqa: E402
+from maskconver_tf import registry_imports  # noqa: E402,F401
+from maskconver_tf.serving import export_module  # noqa: E402
+from maskconver_tf.serving import tflite_conversion as tc  # noqa: E402
+
+EXPERIMENT = 'maskconver_mobilenet_mh_coco'
+PRECISIONS = (('float32', 'none'), ('fp16', 'fp16'),
+              ('int8', 'int8_full_fp32_io'))
+
+
+def shapes_calibration(size, count, work_dir):
+    """`count` shapes images preprocessed to size x size (float32)."""
+    from maskconver_tf.data import shapes
+    out = os.path.join(work_dir, 'calibration_shapes')
+    if not os.path.exists(os.path.join(out, 'panoptic.json')):
+        shapes.generate_dataset(out, count, image_size=256, seed=7)
+    images = []
+    for name in sorted(os.listdir(os.path.join(out, 'images')))[:count]:
+        data = tf.io.read_file(os.path.join(out, 'images', name))
+        images.append(tf.image.decode_image(data, channels=3).numpy())
+    return tc.calibration_from_arrays(images, (size, size))
+
+
+def save_cnn(model, size, path, split):
+    """SavedModel of backbone + decoder + heads (the CNN alone)."""
+    module = tf.Module()
+    module.model = model
+
+    @tf.function(input_signature=[tf.TensorSpec([1, size, size, 3],
+                                                tf.float32, name='inputs')])
+    def serve(images):
+        heat, centers, pixels = model.dense_outputs(images, training=False)
+        return {'class_heatmaps': heat, 'center_embeddings': centers,
+                'per_pixel_embeddings': pixels}
+
+    module.serve = serve
+    scope = (export_module.split_large_depthwise(model) if split
+             else contextlib.nullcontext())
+    from tf_keras.src.saving.legacy.saved_model import utils
+    # Saving may retrace `serve`: keep the split scope around it.
+    with scope, utils.keras_option_scope(save_traces=False):
+        tf.saved_model.save(module, path,
+                            signatures={'serving_default': serve})
+
+
+# (graph, merge stride or None for the CNN alone, split 7x7, precisions)
+GRAPHS = (('full s1 split', 1, True, ('float32', 'fp16', 'int8')),
+          ('full s4 split', 4, True, ('float32', 'int8')),
+          ('cnn', None, False, ('float32', 'fp16', 'int8')),
+          ('cnn split', None, True, ('float32', 'int8')))
+
+
+def build_models(size, work_dir, checkpoint_path, calibration,
+                 graphs=GRAPHS):
+    """Writes the .tflite files of one size; returns [(graph, label, path)]."""
+    params = export_module.load_params(EXPERIMENT)
+    quant = dict(PRECISIONS)
+    out = []
+    model = None
+    for graph, stride, split, labels in graphs:
+        tag = graph.replace(' ', '_')
+        export_dir = os.path.join(work_dir, f'export_{size}_{tag}')
+        if stride is not None:
+            module = export_module.export_saved_model(
+                params, export_dir, checkpoint_path=checkpoint_path,
+                batch_size=1, input_type='tflite',
+                input_image_size=[size, size], merge_stride=stride,
+                split_depthwise=split, experiment=EXPERIMENT, model=model)
+            model = module.model
+            with open(os.path.join(export_dir,
+                                   export_module.SIDECAR_NAME)) as f:
+                meta = json.load(f)
+        elif model is None:
+            raise ValueError('list a full graph before the CNN graphs')
+        else:
+            save_cnn(model, size, export_dir, split)
+        for label in labels:
+            path = os.path.join(work_dir, f'{tag}_{size}_{label}.tflite')
+            if not os.path.exists(path):
+                t = time.time()
+                if stride is not None:
+                    tc.export_tflite(
+                        os.path.join(export_dir, 'saved_model'), path,
+                        quant_type=quant[label], calibration=calibration,
+                        base_metadata=meta,
+                        calibration_source='shapes (latency only)')
+                else:
+                    data = tc.convert_saved_model(export_dir, quant[label],
+                                                  calibration)
+                    tc.check_model(data, quant[label])
+                    with open(path, 'wb') as f:
+                        f.write(data)
+                print(f'converted {path} in {time.time() - t:.0f} s',
+                      flush=True)
+            out.append((graph, label, path))
+    return out
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--sizes', default='256,640')
+    parser.add_argument('--work_dir', default='/tmp/maskconver_matrix')
+    parser.add_argument('--checkpoint_path', default=None)
+    parser.add_argument('--num_threads', type=int, default=2)
+    parser.add_argument('--num_runs', type=int, default=30)
+    parser.add_argument('--calibration_steps', type=int, default=16)
+    parser.add_argument('--build_only', action='store_true',
+                        help='convert only (time later, on a quiet machine)')
+    parser.add_argument('--record', action='store_true',
+                        help='append the table to benchmarks/RESULTS.md')
+    args = parser.parse_args(argv)
+    os.makedirs(args.work_dir, exist_ok=True)
+    rows = []
+    for size in [int(s) for s in args.sizes.split(',')]:
+        calibration = shapes_calibration(size, args.calibration_steps,
+                                         args.work_dir)
+        paths = build_models(size, args.work_dir, args.checkpoint_path,
+                             calibration)
+        if args.build_only:
+            continue
+        for graph, label, path in paths:
+            for xnnpack in (True, False):
+                r = latency.benchmark(path, args.num_threads, args.num_runs,
+                                      use_xnnpack=xnnpack)
+                rows.append((size, graph, label, xnnpack, r))
+                print(f'{size} {graph:8s} {label:7s} xnnpack={xnnpack!s:5s} '
+                      f'mean {r["mean_ms"]:7.2f} p50 {r["p50_ms"]:7.2f} ms '
+                      f'({r["size_bytes"] / 1e6:.1f} MB)', flush=True)
+    lines = ['| size | graph | precision | XNNPACK | mean ms | p50 ms | p90 ms '
+             '| min ms | init ms | first ms | MB | sha256 |',
+             '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- '
+             '| --- |']
+    for size, graph, label, xnnpack, r in rows:
+        lines.append(
+            f'| {size} | {graph} | {label} | {"on" if xnnpack else "off"} | '
+            f'{r["mean_ms"]:.2f} | {r["p50_ms"]:.2f} | {r["p90_ms"]:.2f} | '
+            f'{r["min_ms"]:.2f} | '
+            f'{r["init_ms"]:.0f} | {r["first_ms"]:.1f} | '
+            f'{r["size_bytes"] / 1e6:.2f} | {r["sha256"][:12]} |')
+    print('\n'.join(lines))
+    load = os.getloadavg()
+    note = (f'Load average during the run: {load[0]:.1f} / {load[1]:.1f} / '
+            f'{load[2]:.1f} (1 / 5 / 15 min) on {os.cpu_count()} cores; '
+            'above ~1 the means are inflated by other processes and "min" '
+            'is the better estimate. int8 = int8_full_fp32_io with the '
+            'default denylist (BATCH_MATMUL float); split = 7x7 depthwise '
+            'as 4x4/4x3/3x4/3x3 pieces; s4 = merge on a 4x coarser canvas.')
+    print(note)
+    if args.record:
+        from benchmarks import results_io
+        results_io.append_section(
+            f'TFLite latency matrix, reference mobile model '
+            f'({args.num_threads} threads, {args.num_runs} runs, random '
+            'inputs, initial weights)', lines + ['', note])
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,516 @@
+"""SavedModel export module of MaskConver (Model Garden `ExportModule`).
+
+Input types (Model Garden's names, signature `serving_default`, input
+`inputs`):
+- image_tensor: uint8 [B, None, None, 3];
+- image_bytes: string [B] (JPEG / PNG; images of one batch may differ in
+  size: each is decoded and preprocessed alone);
+- tf_example: string [B] serialized tf.Examples with `image/encoded`;
+- tflite: float32 [B, H, W, 3] already preprocessed by
+  `maskconver_tf.ops.preprocess.preprocess_image` (normalised, resized,
+  padded), so the graph holds no float preprocessing to quantise.
+
+Outputs (dict keys, dtypes fixed in every mode):
+- category_mask int32 [B, Hc, Wc]: dataset category ids, 0 = void;
+- instance_mask int32 [B, Hc, Wc]: slot + 1 of thing segments, 0 otherwise;
+- classes int32 [B, K]: dataset ids of kept segments, 0 = rejected slot;
+- scores float32 [B, K];
+- image_info float32 [B, 4, 2] (not for tflite);
+- class_heatmaps float32 [B, h, w, C] and mask_logits float32 [B, h, w, K]
+  when `include_logits`.
+For image inputs the canvas (Hc, Wc) is the model's panoptic output size in
+original-image pixels, top-left aligned (crop [:H, :W] for an H x W image).
+For tflite it is the model input (H, W): the caller crops the scaled region
+given by its own image_info and resizes back (nearest).
+"""
+
+import contextlib
+import copy
+import functools
+import json
+from typing import Dict, List, Mapping, Optional, Sequence
+
+import tensorflow as tf
+import tf_keras
+from official.vision.serving import export_base
+
+from maskconver_tf.modeling import factory
+from maskconver_tf.modeling.layers import post_processing
+from maskconver_tf.ops import preprocess
+
+INPUT_TYPES = ('image_tensor', 'image_bytes', 'tf_example', 'tflite')
+# The output contract: name -> dtype, in this order everywhere.
+OUTPUT_ORDER = ('category_mask', 'instance_mask', 'classes', 'scores')
+OUTPUT_DTYPES = {'category_mask': tf.int32, 'instance_mask': tf.int32,
+                 'classes': tf.int32, 'scores': tf.float32,
+                 'image_info': tf.float32, 'class_heatmaps': tf.float32,
+                 'mask_logits': tf.float32}
+LOGIT_OUTPUTS = ('class_heatmaps', 'mask_logits')
+SIDECAR_NAME = 'maskconver_export.json'
+
+
+def input_stride(model_config) -> int:
+    """The factor every input side must be a multiple of (coarsest level)."""
+    level = int(model_config.max_level)
+    decoder = model_config.decoder
+    if decoder.type == 'aspp':
+        level = max(level, int(decoder.aspp.level))
+    return 2 ** level
+
+
+def validate_input_size(model_config, input_image_size: Sequence[int]
+                        ) -> List[int]:
+    """Checks that the model can take an input of this (height, width).
+
+    Raises:
+      ValueError naming the constraint (two positive sides, each a multiple
+      of the coarsest feature stride, else the decoder's upsampled features
+      do not line up with the backbone's and the export fails or misaligns).
+    """
+    size = [int(v) for v in input_image_size]
+    if len(size) != 2 or min(size) <= 0:
+        raise ValueError(f'input_image_size {input_image_size!r}: expected '
+                         'two positive ints "height,width"')
+    stride = input_stride(model_config)
+    bad = [v for v in size if v % stride]
+    if bad:
+        raise ValueError(
+            f'input_image_size {size}: every side must be a multiple of '
+            f'{stride} (2^level of the coarsest feature map of this model); '
+            f'try {[max(stride, round(v / stride) * stride) for v in size]}')
+    return size
+
+
+def export_model_config(model_config, input_image_size: Sequence[int],
+                        input_type: str):
+    """The model config the export builds: input size set to the export's.
+
+    For `tflite` the panoptic canvas is the model input (no image_info in a
+    TFLite graph), so `panoptic_generator.output_size` becomes (H, W).
+    """
+    config = copy.deepcopy(model_config)
+    h, w = validate_input_size(config, input_image_size)
+    config.input_size = [h, w, 3]
+    if input_type == 'tflite':
+        config.panoptic_generator.output_size = [h, w]
+    return config
+
+
+def _nearest_upsample(mask: tf.Tensor, size: Sequence[int]) -> tf.Tensor:
+    """Nearest-neighbour resize of an int [B, h, w] map by two gathers.
+
+    TFLite's RESIZE_NEAREST_NEIGHBOR has no int32 kernel; GATHER does.
+    """
+    _, h, w = mask.shape
+    rows = [min(h - 1, (i * h) // size[0]) for i in range(size[0])]
+    cols = [min(w - 1, (j * w) // size[1]) for j in range(size[1])]
+    mask = tf.gather(mask, tf.constant(rows, tf.int32), axis=1)
+    return tf.gather(mask, tf.constant(cols, tf.int32), axis=2)
+
+
+def merge_at_stride(model: tf_keras.Model, mask_logits: tf.Tensor,
+                    classes: tf.Tensor, scores: tf.Tensor,
+                    output_size: Sequence[int], merge_stride: int) -> dict:
+    """Panoptic merge on a canvas `merge_stride` times coarser, then nearest.
+
+    The full-resolution merge touches K x H x W floats (20M at 640 px, K 50),
+    which dominates a mobile pipeline; merging at H / s, W / s and
+    upsampling the int maps keeps the rule (argmax of prob x score, the
+    same overlap test; the area threshold is scaled by 1 / s^2) at 1 / s^2
+    of the cost. merge_stride 1 is the Keras model's own merge.
+
+    Args:
+      model: the MaskConverModel (its `panoptic_merger` config is used).
+      mask_logits: float32 [B, h, w, K].
+      classes: int32 [B, K] class channels.
+      scores: float32 [B, K].
+      output_size: (H, W) of the returned maps.
+      merge_stride: int >= 1 dividing H and W.
+
+    Returns:
+      `post_processing.panoptic_merge` dict with maps int32 [B, H, W].
+    """
+    config = dict(model.panoptic_merger.get_config())
+    keys = ('is_thing_channel', 'channel_to_id', 'object_mask_threshold',
+            'small_area_threshold', 'overlap_threshold',
+            'void_prob_threshold')
+    kwargs = {k: config[k] for k in keys if k in config}
+    h, w = (int(v) for v in output_size)
+    if h % merge_stride or w % merge_stride:
+        raise ValueError(f'merge_stride {merge_stride} must divide the output '
+                         f'size {(h, w)}')
+    small = (h // merge_stride, w // merge_stride)
+    kwargs['small_area_threshold'] = int(
+        kwargs.get('small_area_threshold', 0) // (merge_stride ** 2))
+    merged = post_processing.panoptic_merge(
+        mask_logits, classes, scores, output_size=small, **kwargs)
+    if merge_stride > 1:
+        for key in ('category_mask', 'instance_mask'):
+            merged[key] = _nearest_upsample(merged[key], (h, w))
+    return merged
+
+
+def _piece_bounds(size: int, max_piece: int):
+    return [(s, min(size, s + max_piece)) for s in range(0, size, max_piece)]
+
+
+def split_depthwise_conv(x: tf.Tensor, kernel: tf.Tensor, max_piece: int = 4
+                         ) -> tf.Tensor:
+    """SAME, stride-1 depthwise conv as a sum of small-kernel convs.
+
+    The k x k kernel is cut into rectangles of at most max_piece x max_piece
+    (7 -> 4 + 3 per side, four convs); each runs VALID on the matching
+    window of the once-padded input, and the partial results are summed.
+    Exactly the same function as the k x k conv (the same weights, float
+    rounding aside), but LiteRT's XNNPACK runs kernels of 5x5 and below an
+    order of magnitude faster than 7x7 on x86 (benchmarks/RESULTS.md).
+
+    Args:
+      x: float [B, H, W, C] with static H, W.
+      kernel: [kh, kw, C, M] depthwise kernel.
+      max_piece: largest piece side.
+
+    Returns:
+      float [B, H, W, C * M].
+    """
+    kh, kw = int(kernel.shape[0]), int(kernel.shape[1])
+    _, h, w, _ = x.shape
+    top, left = (kh - 1) // 2, (kw - 1) // 2
+    padded = tf.pad(x, [[0, 0], [top, kh - 1 - top], [left, kw - 1 - left],
+                        [0, 0]])
+    out = None
+    for r0, r1 in _piece_bounds(kh, max_piece):
+        for c0, c1 in _piece_bounds(kw, max_piece):
+            window = padded[:, r0:r0 + h + r1 - r0 - 1,
+                            c0:c0 + w + c1 - c0 - 1, :]
+            y = tf.nn.depthwise_conv2d(window, kernel[r0:r1, c0:c1],
+                                       [1, 1, 1, 1], 'VALID')
+            out = y if out is None else out + y
+    return out
+
+
+def _split_depthwise_call(layer, max_piece, inputs):
+    outputs = split_depthwise_conv(inputs, layer.depthwise_kernel, max_piece)
+    if layer.use_bias:
+        outputs = tf.nn.bias_add(outputs, layer.bias)
+    return layer.activation(outputs) if layer.activation else outputs
+
+
+@contextlib.contextmanager
+def split_large_depthwise(model: tf_keras.Model, max_kernel: int = 5,
+                          max_piece: int = 4):
+    """Within the scope, k x k depthwise layers (k > max_kernel, SAME,
+    stride 1, no dilation) of `model` compute `split_depthwise_conv`.
+
+    Used while the export traces its graph; the layers and weights are
+    unchanged (checkpoints still match). Yields the number of layers split.
+    """
+    patched = []
+    for layer in model.submodules:
+        if (isinstance(layer, tf_keras.layers.DepthwiseConv2D)
+                and max(layer.kernel_size) > max_kernel
+                and tuple(layer.strides) == (1, 1)
+                and tuple(layer.dilation_rate) == (1, 1)
+                and layer.padding == 'same'
+                and layer.data_format == 'channels_last'):
+            layer.call = functools.partial(_split_depthwise_call, layer,
+                                           max_piece)
+            patched.append(layer)
+    try:
+        yield len(patched)
+    finally:
+        for layer in patched:
+            del layer.call
+
+
+class MaskConverModule(export_base.ExportModule):
+    """Export module: preprocessing + MaskConverModel + post-processing."""
+
+    def __init__(self, params, *, batch_size: Optional[int],
+                 input_image_size: Sequence[int],
+                 input_type: str = 'image_tensor', num_channels: int = 3,
+                 model: Optional[tf_keras.Model] = None,
+                 input_name: Optional[str] = None,
+                 include_logits: bool = False, merge_stride: int = 1,
+                 split_depthwise: Optional[bool] = None, descriptor=None):
+        """Args:
+          params: ExperimentConfig with a `MaskConverTask` task config.
+          batch_size: int or None (None only for non-tflite inputs).
+          input_image_size: (height, width) of the model input.
+          input_type: one of INPUT_TYPES.
+          num_channels: must be 3.
+          model: optional built model (else built from params; its input size
+            and, for tflite, its panoptic canvas follow the export).
+          input_name: signature input name (default `inputs`).
+          include_logits: also output class_heatmaps and mask_logits.
+          merge_stride: panoptic merge on a canvas this many times coarser
+            (see `merge_at_stride`); 1 = the model's own merge.
+          split_depthwise: trace depthwise kernels larger than 5x5 as sums
+            of <= 4x4 pieces (`split_large_depthwise`); None = on for tflite.
+          descriptor: DatasetDescriptor; default from `params.task`.
+        """
+        if input_type not in INPUT_TYPES:
+            raise ValueError(f'input_type {input_type!r}: expected one of '
+                             f'{INPUT_TYPES}')
+        if num_channels != 3:
+            raise ValueError('MaskConver takes RGB images (num_channels 3)')
+        if input_type == 'tflite' and batch_size is None:
+            raise ValueError('input_type tflite needs a fixed batch size '
+                             '(TFLite graphs are static); use --batch_size 1')
+        if merge_stride < 1:
+            raise ValueError(f'merge_stride {merge_stride} must be >= 1')
+        if descriptor is None:
+            from maskconver_tf.tasks.maskconver import descriptor_for
+            descriptor = descriptor_for(params.task)
+        self.descriptor = descriptor
+        self._model_config = export_model_config(
+            params.task.model, input_image_size, input_type)
+        self._include_logits = bool(include_logits)
+        self._merge_stride = int(merge_stride)
+        self._split_depthwise = (input_type == 'tflite' if split_depthwise
+                                 is None else bool(split_depthwise))
+        size = list(self._model_config.input_size[:2])
+        super().__init__(params, batch_size=batch_size,
+                         input_image_size=size, input_type=input_type,
+                         num_channels=num_channels, model=model,
+                         input_name=input_name)
+
+    # Model ----------------------------------------------------------------
+    def _build_model(self):
+        input_specs = tf_keras.layers.InputSpec(
+            shape=[self._batch_size] + list(self._model_config.input_size))
+        return factory.build_maskconver_model(
+            input_specs=input_specs, model_config=self._model_config,
+            descriptor=self.descriptor)
+
+    @property
+    def model_config(self):
+        return self._model_config
+
+    def get_inference_signatures(self, function_keys):
+        """Model Garden's signatures, traced with split depthwise if set."""
+        scope = (split_large_depthwise(self.model) if self._split_depthwise
+                 else contextlib.nullcontext())
+        with scope:
+            return super().get_inference_signatures(function_keys)
+
+    # Preprocessing --------------------------------------------------------
+    def _preprocess_one(self, image: tf.Tensor):
+        """uint8 [H, W, 3] -> (float32 [h, w, 3], image_info [4, 2])."""
+        return preprocess.preprocess_image(image, self._input_image_size)
+
+    def _map_preprocess(self, fn, elems):
+        h, w = self._input_image_size
+        return tf.map_fn(
+            fn, elems, parallel_iterations=32,
+            fn_output_signature=(tf.TensorSpec([h, w, 3], tf.float32),
+                                 tf.TensorSpec([4, 2], tf.float32)))
+
+    # Inference ------------------------------------------------------------
+    def _forward(self, images: tf.Tensor,
+                 image_info: Optional[tf.Tensor]) -> Dict[str, tf.Tensor]:
+        """images float32 [B, h, w, 3] preprocessed -> output dict."""
+        model = self.model
+        if image_info is not None:
+            outputs = model(images, image_info=image_info, training=False)
+        else:
+            # Canvas = model input whatever the model's own merger says.
+            heatmaps, centers, pixels = model.dense_outputs(images,
+                                                            training=False)
+            proposals = model.proposal_generator(heatmaps)
+            mask_logits = model.mask_embedding_generator(
+                centers, pixels, proposals['center_indices'],
+                proposals['classes'])
+            outputs = {'class_heatmaps': heatmaps, 'mask_logits': mask_logits}
+            outputs.update(merge_at_stride(
+                model, mask_logits, proposals['classes'], proposals['scores'],
+                self._input_image_size, self._merge_stride))
+        names = list(OUTPUT_ORDER)
+        if self._include_logits:
+            names += list(LOGIT_OUTPUTS)
+        result = {k: tf.cast(outputs[k], OUTPUT_DTYPES[k]) for k in names}
+        if image_info is not None:
+            result['image_info'] = tf.cast(image_info, tf.float32)
+        return result
+
+    def serve(self, images: tf.Tensor) -> Mapping[str, tf.Tensor]:
+        """images: uint8 [B, H, W, 3] (or float32 preprocessed for tflite)."""
+        if self._input_type == 'tflite':
+            return self._forward(tf.cast(images, tf.float32), None)
+        with tf.device('cpu:0'):
+            images, image_info = self._map_preprocess(self._preprocess_one,
+                                                      images)
+        return self._forward(images, image_info)
+
+    def _decode_and_preprocess(self, decode_fn, inputs: tf.Tensor):
+        # Each image is decoded and preprocessed alone, so one batch may mix
+        # sizes (Model Garden's base stacks decoded images, which cannot).
+        with tf.device('cpu:0'):
+            images, image_info = self._map_preprocess(
+                lambda x: self._preprocess_one(decode_fn(x)), inputs)
+        return self._forward(images, image_info)
+
+    @tf.function
+    def inference_from_image_bytes(self, inputs: tf.Tensor):
+        return self._decode_and_preprocess(self._decode_image, inputs)
+
+    @tf.function
+    def inference_from_tf_example(self, inputs: tf.Tensor):
+        return self._decode_and_preprocess(self._decode_tf_example, inputs)
+
+    # Description ----------------------------------------------------------
+    def output_spec(self) -> Dict[str, dict]:
+        """name -> {dtype, shape} of the serving outputs (None = dynamic)."""
+        b = self._batch_size
+        cfg = self._model_config
+        k = int(cfg.num_instances)
+        if self._input_type == 'tflite':
+            hc, wc = self._input_image_size
+        else:
+            hc, wc = (list(cfg.panoptic_generator.output_size)
+                      or self._input_image_size)
+        stride = 2 ** int(cfg.level)
+        h, w = (v // stride for v in self._input_image_size)
+        shapes = {'category_mask': [b, hc, wc], 'instance_mask': [b, hc, wc],
+                  'classes': [b, k], 'scores': [b, k],
+                  'image_info': [b, 4, 2],
+                  'class_heatmaps': [b, h, w, int(cfg.num_classes)],
+                  'mask_logits': [b, h, w, k]}
+        names = list(OUTPUT_ORDER)
+        if self._include_logits:
+            names += list(LOGIT_OUTPUTS)
+        if self._input_type != 'tflite':
+            names.append('image_info')
+        return {n: {'dtype': OUTPUT_DTYPES[n].name, 'shape': shapes[n]}
+                for n in names}
+
+    def metadata(self, experiment: Optional[str] = None) -> dict:
+        """The sidecar / TFLite metadata dict (JSON-serialisable)."""
+        return build_metadata(
+            experiment=experiment, input_image_size=self._input_image_size,
+            input_type=self._input_type, batch_size=self._batch_size,
+            descriptor=self.descriptor, model_config=self._model_config,
+            outputs=self.output_spec(), merge_stride=self._merge_stride,
+            split_depthwise=self._split_depthwise)
+
+
+def build_metadata(*, experiment, input_image_size, input_type, batch_size,
+                   descriptor, model_config, outputs, merge_stride=1,
+                   split_depthwise=False) -> dict:
+    """Everything a consumer needs besides the graph: labels, normalisation."""
+    h, w = (int(v) for v in input_image_size)
+    return {
+        'format': 'maskconver_export/1',
+        'experiment': experiment,
+        'input': {
+            'name': 'inputs',
+            'type': input_type,
+            'batch_size': batch_size,
+            'height': h,
+            'width': w,
+            'dtype': 'float32' if input_type == 'tflite' else (
+                'uint8' if input_type == 'image_tensor' else 'string'),
+            'preprocessing': (
+                'maskconver_tf.ops.preprocess.preprocess_image: RGB, '
+                '(x - MEAN_RGB) / STDDEV_RGB on 0-255 values, resize keeping '
+                'the aspect ratio to fit (height, width), zero-pad '
+                'bottom/right' + (' (done by the caller)'
+                                  if input_type == 'tflite' else
+                                  ' (inside the graph)')),
+            'mean_rgb': [float(v) for v in preprocess.MEAN_RGB],
+            'stddev_rgb': [float(v) for v in preprocess.STDDEV_RGB],
+        },
+        'outputs': outputs,
+        'output_order': list(outputs),
+        'num_instances': int(model_config.num_instances),
+        'num_classes': int(model_config.num_classes),
+        'label_mode': descriptor.label_mode,
+        'merge_stride': int(merge_stride),
+        'split_depthwise': bool(split_depthwise),
+        'post_processing': {
+            k: v for k, v in model_config.panoptic_generator.as_dict().items()},
+        'labels': descriptor.to_coco_categories(),
+    }
+
+
+def load_params(experiment: str, config_files=None, params_override=''):
+    """Experiment config with YAML files, then overrides (Model Garden order).
+
+    Import `maskconver_tf.registry_imports` first so experiments exist.
+    """
+    from official.core import exp_factory
+    from official.modeling import hyperparams
+    params = exp_factory.get_exp_config(experiment)
+    for path in config_files or []:
+        params = hyperparams.override_params_dict(params, path,
+                                                  is_strict=True)
+    if params_override:
+        params = hyperparams.override_params_dict(params, params_override,
+                                                  is_strict=True)
+    params.validate()
+    return params
+
+
+def write_sidecar(metadata: dict, path: str):
+    """Writes the metadata dict as indented JSON."""
+    with tf.io.gfile.GFile(path, 'w') as f:
+        f.write(json.dumps(metadata, indent=1, sort_keys=False))
+
+
+
+def export_saved_model(params, export_dir: str, *,
+                       checkpoint_path: Optional[str] = None,
+                       batch_size: Optional[int] = 1,
+                       input_type: str = 'image_tensor',
+                       input_image_size: Optional[Sequence[int]] = None,
+                       include_logits: bool = False, merge_stride: int = 1,
+                       split_depthwise: Optional[bool] = None,
+                       experiment: Optional[str] = None,
+                       model: Optional[tf_keras.Model] = None,
+                       log_model_flops_and_params: bool = False
+                       ) -> MaskConverModule:
+    """Exports with Model Garden's `export_inference_graph` + our sidecar.
+
+    Writes export_dir/saved_model, export_dir/checkpoint,
+    export_dir/params.yaml and export_dir/maskconver_export.json.
+
+    Args:
+      params: ExperimentConfig (MaskConver task).
+      export_dir: output directory.
+      checkpoint_path: trained checkpoint file or directory (None = the
+        freshly initialised weights, for tests and latency runs).
+      batch_size, input_type, input_image_size, include_logits,
+      merge_stride, split_depthwise: see `MaskConverModule`;
+        input_image_size defaults to the model's input size.
+      experiment: experiment name recorded in the sidecar.
+      model: optional already-built model to export (weights as they are
+        unless checkpoint_path is given).
+
+    Returns:
+      The export module (its `metadata()` is what the sidecar holds).
+    """
+    from official.vision.serving import export_saved_model_lib
+    from tf_keras.src.saving.legacy.saved_model import (
+        utils as saved_model_utils)
+    if input_image_size is None:
+        input_image_size = list(params.task.model.input_size[:2])
+    module = MaskConverModule(
+        params, batch_size=batch_size, input_image_size=input_image_size,
+        input_type=input_type, model=model, include_logits=include_logits,
+        merge_stride=merge_stride, split_depthwise=split_depthwise)
+    params = copy.deepcopy(params)
+    params.task.model = module.model_config
+    # Keras would also trace and save every layer's call (about 20 s for the
+    # mobile model); the serving signatures are all a consumer loads.
+    with saved_model_utils.keras_option_scope(save_traces=False):
+        export_saved_model_lib.export_inference_graph(
+            input_type=input_type, batch_size=batch_size,
+            input_image_size=list(module.model_config.input_size[:2]),
+            params=params, checkpoint_path=checkpoint_path,
+            export_dir=export_dir, export_module=module,
+            export_checkpoint_subdir='checkpoint',
+            export_saved_model_subdir='saved_model',
+            log_model_flops_and_params=log_model_flops_and_params)
+    write_sidecar(module.metadata(experiment),
+                  f'{export_dir.rstrip("/")}/{SIDECAR_NAME}')
+    return module

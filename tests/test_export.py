@@ -1,0 +1,218 @@
+"""SavedModel export: signatures, output contract, numerics vs Keras."""
+
+import io
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from maskconver_tf import registry_imports  # noqa: F401
+from maskconver_tf.modeling.layers import post_processing
+from maskconver_tf.ops import preprocess
+from maskconver_tf.serving import export_module
+from maskconver_tf.serving import tflite_conversion
+from maskconver_tf.tasks.maskconver import descriptor_for
+
+import export_test_utils
+
+SIZE = 64
+
+
+@pytest.fixture(scope='module')
+def params():
+    p = export_module.load_params('maskconver_shapes')
+    p.task.model.input_size = [SIZE, SIZE, 3]
+    p.task.model.panoptic_generator.output_size = []
+    return p
+
+
+@pytest.fixture(scope='module')
+def model(params):
+    tf.keras.utils.set_random_seed(3)
+    module = export_module.MaskConverModule(
+        params, batch_size=None, input_image_size=[SIZE, SIZE])
+    return module.model
+
+
+def _images(seed, shapes):
+    rng = np.random.RandomState(seed)
+    return [rng.randint(0, 256, s + (3,)).astype(np.uint8) for s in shapes]
+
+
+def _keras_reference(model, image):
+    """model(preprocessed, image_info) for one uint8 image -> numpy dict."""
+    x, info = preprocess.preprocess_image(image, (SIZE, SIZE))
+    out = model(x[tf.newaxis], image_info=info[tf.newaxis], training=False)
+    out = {k: np.asarray(v) for k, v in out.items()}
+    out['image_info'] = np.asarray(info)[np.newaxis]
+    return out
+
+
+def test_image_tensor_matches_keras_and_writes_sidecar(params, model,
+                                                       tmp_path):
+    module = export_module.export_saved_model(
+        params, str(tmp_path), batch_size=None, input_type='image_tensor',
+        include_logits=True, model=model, experiment='maskconver_shapes')
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        'checkpoint', 'maskconver_export.json', 'params.yaml', 'saved_model']
+    fn = tf.saved_model.load(str(tmp_path / 'saved_model')).signatures[
+        'serving_default']
+    spec = fn.structured_input_signature[1]['inputs']
+    assert spec.dtype == tf.uint8 and spec.shape.as_list() == [None, None,
+                                                               None, 3]
+    images = _images(0, [(48, 80), (48, 80)])
+    got = {k: np.asarray(v) for k, v in fn(inputs=np.stack(images)).items()}
+    expected_keys = {'category_mask', 'instance_mask', 'classes', 'scores',
+                     'image_info', 'class_heatmaps', 'mask_logits'}
+    assert set(got) == expected_keys
+    for i, image in enumerate(images):
+        ref = _keras_reference(model, image)
+        one = {k: v[i:i + 1] for k, v in got.items()}
+        export_test_utils.compare_outputs(
+            {k: ref[k] for k in expected_keys}, one, what='image_tensor')
+        np.testing.assert_allclose(one['image_info'], ref['image_info'])
+        np.testing.assert_array_equal(one['classes'], ref['classes'])
+    for key, dtype in export_module.OUTPUT_DTYPES.items():
+        assert got[key].dtype == dtype.as_numpy_dtype, key
+    meta = json.loads((tmp_path / 'maskconver_export.json').read_text())
+    assert meta == module.metadata('maskconver_shapes')
+    assert meta['labels'] == descriptor_for(params.task).to_coco_categories()
+    assert meta['input']['mean_rgb'] == pytest.approx(
+        [123.675, 116.28, 103.53])
+    assert meta['output_order'][:4] == list(export_module.OUTPUT_ORDER)
+    assert meta['outputs']['category_mask'] == {'dtype': 'int32',
+                                                'shape': [None, SIZE, SIZE]}
+
+
+@pytest.mark.parametrize('input_type', ['image_bytes', 'tf_example'])
+def test_encoded_inputs_mixed_sizes(params, model, tmp_path, input_type):
+    images = _images(1, [(40, 64), (64, 30)])
+    encoded = []
+    for image in images:
+        buf = io.BytesIO()
+        Image.fromarray(image).save(buf, format='PNG')
+        data = buf.getvalue()
+        if input_type == 'tf_example':
+            data = tf.train.Example(features=tf.train.Features(feature={
+                'image/encoded': tf.train.Feature(
+                    bytes_list=tf.train.BytesList(value=[data]))
+            })).SerializeToString()
+        encoded.append(data)
+    export_module.export_saved_model(params, str(tmp_path), batch_size=None,
+                                     input_type=input_type, model=model)
+    fn = tf.saved_model.load(str(tmp_path / 'saved_model')).signatures[
+        'serving_default']
+    got = {k: np.asarray(v) for k, v in fn(inputs=tf.constant(encoded)).items()}
+    for i, image in enumerate(images):
+        ref = _keras_reference(model, image)
+        export_test_utils.compare_outputs(
+            {k: ref[k] for k in export_module.OUTPUT_ORDER},
+            {k: v[i:i + 1] for k, v in got.items()}, what=input_type)
+        np.testing.assert_allclose(got['image_info'][i], ref['image_info'][0])
+        h, w = image.shape[:2]
+        # Canvas pixels outside the original image are void.
+        assert not got['category_mask'][i, h:, :].any()
+        assert not got['category_mask'][i, :, w:].any()
+
+
+def test_keras_saved_model_and_float_tflite_agree(params, model, tmp_path):
+    module = export_module.export_saved_model(
+        params, str(tmp_path), batch_size=1, input_type='tflite',
+        include_logits=True, model=model)
+    rng = np.random.RandomState(5)
+    images = np.stack([np.asarray(preprocess.preprocess_image(
+        rng.randint(0, 256, (SIZE, SIZE, 3)).astype(np.uint8),
+        (SIZE, SIZE))[0]) for _ in range(3)])
+    meta = json.loads((tmp_path / 'maskconver_export.json').read_text())
+    tflite_path = str(tmp_path / 'model.tflite')
+    tflite_conversion.export_tflite(str(tmp_path / 'saved_model'),
+                                    tflite_path, base_metadata=meta)
+    report = export_test_utils.run_all(module, str(tmp_path / 'saved_model'),
+                                       tflite_path, images)
+    for what in ('saved_model', 'tflite'):
+        assert report[what]['mask_logits'] <= 1e-4
+        assert report[what]['category_mask'] >= 0.999
+    # Keras forward == the plain model call on the same input.
+    direct = model(images[:1], training=False)
+    np.testing.assert_allclose(
+        export_test_utils.keras_outputs(module, images[:1])['mask_logits'],
+        direct['mask_logits'], atol=1e-5)
+    interpreter = tflite_conversion.make_interpreter(tflite_path)
+    assert [d['name'] for d in interpreter.get_output_details()] == (
+        list(export_module.OUTPUT_ORDER) + list(export_module.LOGIT_OUTPUTS))
+    # The 6 head 7x7 depthwise convs are traced as 4 pieces each.
+    assert module.metadata()['split_depthwise']
+    ops = tflite_conversion.list_ops(tflite_path)
+    assert sum(op.name == 'DEPTHWISE_CONV_2D' for op in ops) == 19 + 6 * 4
+
+
+def test_bad_input_size_and_batch_refused(params):
+    with pytest.raises(ValueError, match='multiple of 16'):
+        export_module.MaskConverModule(params, batch_size=1,
+                                       input_image_size=[72, 64])
+    with pytest.raises(ValueError, match='fixed batch size'):
+        export_module.MaskConverModule(params, batch_size=None,
+                                       input_image_size=[64, 64],
+                                       input_type='tflite')
+    with pytest.raises(ValueError, match='input_type'):
+        export_module.MaskConverModule(params, batch_size=1,
+                                       input_image_size=[64, 64],
+                                       input_type='jpeg')
+
+
+def test_merge_at_stride_is_coarse_merge_upsampled(model):
+    rng = np.random.RandomState(2)
+    logits = tf.constant(rng.randn(1, 8, 8, 50) * 3, tf.float32)
+    classes = tf.constant(rng.randint(0, 8, (1, 50)), tf.int32)
+    scores = tf.constant(np.sort(rng.rand(1, 50))[:, ::-1].copy(), tf.float32)
+    config = model.panoptic_merger.get_config()
+    kwargs = {k: config[k] for k in (
+        'is_thing_channel', 'channel_to_id', 'object_mask_threshold',
+        'overlap_threshold', 'void_prob_threshold')}
+    exact = export_module.merge_at_stride(model, logits, classes, scores,
+                                          (SIZE, SIZE), 1)
+    ref = post_processing.panoptic_merge(
+        logits, classes, scores, output_size=(SIZE, SIZE),
+        small_area_threshold=config['small_area_threshold'], **kwargs)
+    for key in ref:
+        np.testing.assert_array_equal(exact[key], ref[key])
+    coarse = export_module.merge_at_stride(model, logits, classes, scores,
+                                           (SIZE, SIZE), 4)
+    small = post_processing.panoptic_merge(
+        logits, classes, scores, output_size=(SIZE // 4, SIZE // 4),
+        small_area_threshold=config['small_area_threshold'] // 16, **kwargs)
+    for key in ('category_mask', 'instance_mask'):
+        up = np.repeat(np.repeat(np.asarray(small[key]), 4, 1), 4, 2)
+        np.testing.assert_array_equal(coarse[key], up)
+    np.testing.assert_array_equal(coarse['classes'], small['classes'])
+    with pytest.raises(ValueError, match='divide'):
+        export_module.merge_at_stride(model, logits, classes, scores,
+                                      (SIZE, SIZE), 3)
+
+
+@pytest.mark.parametrize('kernel_size,max_piece', [(7, 4), (7, 3), (9, 5),
+                                                   (5, 2)])
+def test_split_depthwise_conv_equals_the_conv(kernel_size, max_piece):
+    rng = np.random.RandomState(kernel_size)
+    x = tf.constant(rng.randn(2, 12, 10, 6), tf.float32)
+    kernel = tf.constant(rng.randn(kernel_size, kernel_size, 6, 2),
+                         tf.float32)
+    want = tf.nn.depthwise_conv2d(x, kernel, [1, 1, 1, 1], 'SAME')
+    got = export_module.split_depthwise_conv(x, kernel, max_piece)
+    np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def test_split_large_depthwise_scope_keeps_the_function(model):
+    x = tf.constant(np.random.RandomState(0).randn(1, SIZE, SIZE, 3),
+                    tf.float32)
+    want = model(x, training=False)
+    with export_module.split_large_depthwise(model) as count:
+        # 3 heads x 2 towers of 7x7; ASPP's dilated 3x3 are left alone.
+        assert count == 6
+        got = model(x, training=False)
+    for key in ('class_heatmaps', 'mask_logits'):
+        np.testing.assert_allclose(got[key], want[key], atol=1e-4)
+    # Restored: no layer keeps the patched call.
+    assert not any('call' in vars(layer) for layer in model.submodules)
