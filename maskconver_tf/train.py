@@ -29,5 +29,7 @@ def main(argv):
 
 if __name__ == '__main__':
     tfm_flags.define_flags()
+    for module in (tfm_flags, vision_train):  # listed by --help
+        flags.adopt_module_key_flags(module)
     flags.mark_flags_as_required(['experiment', 'mode', 'model_dir'])
     app.run(main)

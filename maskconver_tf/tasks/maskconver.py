@@ -21,6 +21,7 @@ from official.vision.dataloaders import input_reader_factory
 from official.vision.evaluation import panoptic_quality_evaluator
 
 from maskconver_tf.configs import maskconver_task as task_cfg
+from maskconver_tf.data import tfrecord_check
 from maskconver_tf.data.descriptor import DatasetDescriptor
 from maskconver_tf.dataloaders import decoder as decoder_lib
 from maskconver_tf.dataloaders import maskconver_input
@@ -132,6 +133,7 @@ class MaskConverTask(base_task.Task):
 
     def build_inputs(self, params: task_cfg.DataConfig,
                      input_context: Optional[tf.distribute.InputContext] = None):
+        tfrecord_check.check_data_config(params)  # names a corrupt file/record
         d = params.decoder
         if d.type == 'tfrecord':
             decoder = decoder_lib.TfExampleDecoder(
@@ -197,9 +199,10 @@ class MaskConverTask(base_task.Task):
             rescale_predictions=e.rescale_predictions)
 
     # Steps ------------------------------------------------------------------
-    def _forward_train(self, model, images, labels):
+    def _forward_train(self, model, images, labels, training=True):
+        # Teacher forcing: ground-truth centers and classes pick the slots.
         outputs = model(images, center_indices=labels['center_indices'],
-                        classes=labels['classes'], training=True)
+                        classes=labels['classes'], training=training)
         return tf.nest.map_structure(lambda x: tf.cast(x, tf.float32), outputs)
 
     def train_step(self, inputs: Tuple[Any, Any], model: tf_keras.Model,
@@ -223,7 +226,11 @@ class MaskConverTask(base_task.Task):
             raise ValueError(f'no gradient reaches {missing}: the model builds '
                              'variables the loss does not use')
         optimizer.apply_gradients(list(zip(grads, tvars)))
-        logs = {self.loss: losses['total_loss']}
+        # Non-finite weights after the update report a NaN loss, so Model
+        # Garden's loss check stops the run before they are checkpointed.
+        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(v))
+                                for v in tvars])
+        logs = {self.loss: tf.where(finite, losses['total_loss'], np.nan)}
         if metrics:
             for m in metrics:
                 m.update_state(losses[m.name])
@@ -235,7 +242,9 @@ class MaskConverTask(base_task.Task):
         outputs = model(images, image_info=labels['image_info'], training=False)
         logs = {self.loss: tf.constant(0.0)}
         if metrics:
-            train_outputs = self._forward_train(model, images, labels)
+            # training=False: validation must not move BatchNorm statistics.
+            train_outputs = self._forward_train(model, images, labels,
+                                                training=False)
             losses = self.build_losses(labels, train_outputs, model.losses)
             for m in metrics:
                 m.update_state(losses[m.name])
