@@ -8,3 +8,4 @@ Model Garden registers by import side effect; import this module before
 from maskconver_tf.configs import experiments  # noqa: F401
 from maskconver_tf.modeling import factory  # noqa: F401
 from maskconver_tf.tasks import maskconver  # noqa: F401
+from maskconver_tf.tasks import multiscale_maskconver  # noqa: F401

@@ -1,0 +1,170 @@
+"""The multi-scale MaskConver task (`MultiScaleMaskConverTask` config).
+
+Same model building, checkpoint restoring, train / validation steps and PQ
+evaluation as the single-scale `MaskConverTask`; differs in the parser
+(multi-scale targets, copy-paste through the input reader's `sample_fn`) and
+the center loss on the flattened level grids.
+
+Losses (reference section 7.1):
+- center: CenterNet focal loss over all levels' cells [B, N, C], weight
+  1 - padding per cell; summed over the batch and divided by (the number of
+  real slots in the global batch / replicas + 1), the reference's
+  normalisation (all-reduced across replicas inside a replica context).
+- mask BCE and dice: the single-scale functions (BCE = weighted mean over
+  the real slots' valid pixels, which equals the reference's mean over
+  slots of per-slot pixel means when all slots of an image share the valid
+  pixels; dice per `losses.dice_mode`).
+- total = (center + mask_weight * BCE + dice_weight * dice) * loss_weight
+  + L2 (the reference experiment sets dice_weight = mask_weight = 10).
+"""
+
+from typing import Any, Dict, Mapping, Optional
+
+import tensorflow as tf
+
+from official.common import dataset_fn
+from official.core import task_factory
+from official.vision.dataloaders import input_reader_factory
+
+from maskconver_tf.configs import multiscale_maskconver_task as ms_cfg
+from maskconver_tf.data import tfrecord_check
+from maskconver_tf.dataloaders import decoder as decoder_lib
+from maskconver_tf.dataloaders import multiscale_maskconver_input
+from maskconver_tf.losses import maskconver_losses
+from maskconver_tf.ops import multiscale_targets
+from maskconver_tf.tasks import maskconver
+
+
+def global_instance_count(num_instances):
+    """Real slots of the global batch / replicas (reference normaliser).
+
+    Args:
+      num_instances: int or float [B], real slots per image of this replica.
+
+    Returns:
+      float32 scalar.
+    """
+    count = tf.reduce_sum(tf.cast(num_instances, tf.float32))
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None or ctx.num_replicas_in_sync == 1:
+        return count
+    return ctx.all_reduce(tf.distribute.ReduceOp.SUM,
+                          count) / ctx.num_replicas_in_sync
+
+
+def multiscale_center_loss(class_heatmaps, heatmap_targets, num_instances,
+                           padding_mask, min_level, max_level, alpha=2.0,
+                           beta=4.0):
+    """Focal loss over the concatenated level grids.
+
+    Args:
+      class_heatmaps: float [B, N, C] logits.
+      heatmap_targets: float [B, N, C].
+      num_instances: [B] real slots per image.
+      padding_mask: float [B, H, W] (1 = padded).
+      min_level, max_level: ints.
+      alpha, beta: focal exponents.
+
+    Returns:
+      float32 scalar: sum over the batch / (global count per replica + 1).
+    """
+    weights = multiscale_targets.flatten_level_weights(padding_mask,
+                                                       min_level, max_level)
+    batch = tf.cast(tf.shape(class_heatmaps)[0], tf.float32)
+    # With zero instances focal_loss is the batch mean of per-image sums.
+    mean_sum = maskconver_losses.focal_loss(
+        class_heatmaps[:, :, tf.newaxis], heatmap_targets[:, :, tf.newaxis],
+        tf.zeros_like(tf.cast(num_instances, tf.float32)),
+        weights[:, :, tf.newaxis], alpha, beta)
+    return mean_sum * batch / (global_instance_count(num_instances) + 1.0)
+
+
+@task_factory.register_task_cls(ms_cfg.MultiScaleMaskConverTask)
+class MultiScaleMaskConverTask(maskconver.MaskConverTask):
+    """Multi-scale MaskConver on Model Garden's task API."""
+
+    def build_parser(self, params: ms_cfg.MultiScaleDataConfig):
+        model_config = self.task_config.model
+        p = params.parser
+        return multiscale_maskconver_input.Parser(
+            output_size=list(model_config.input_size[:2]),
+            num_classes=model_config.num_classes,
+            id_to_channel=self.descriptor.id_to_channel.tolist(),
+            is_thing_channel=self.descriptor.is_thing_channel.tolist(),
+            min_level=model_config.min_level,
+            max_level=model_config.max_level,
+            fpn_low_range=list(p.fpn_low_range),
+            fpn_high_range=list(p.fpn_high_range),
+            num_instances=model_config.num_instances,
+            gaussian_iou=p.gaussian_iou,
+            stuff_centers=p.stuff_centers,
+            max_num_stuff_centers=p.max_num_stuff_centers,
+            min_stuff_area=p.min_stuff_area,
+            stuff_dilation=p.stuff_dilation,
+            center_type=p.center_type,
+            mask_target_stride=p.mask_target_stride,
+            aug_rand_hflip=p.aug_rand_hflip,
+            aug_scale_min=p.aug_scale_min,
+            aug_scale_max=p.aug_scale_max,
+            aug_type=p.aug_type,
+            copypaste_frequency=p.copypaste_frequency,
+            copypaste_aug_scale_min=p.copypaste_aug_scale_min,
+            copypaste_aug_scale_max=p.copypaste_aug_scale_max,
+            segmentation_groundtruth_padded_size=(
+                list(p.segmentation_groundtruth_padded_size) or None),
+            dtype=p.dtype)
+
+    def build_inputs(
+            self, params: ms_cfg.MultiScaleDataConfig,
+            input_context: Optional[tf.distribute.InputContext] = None):
+        tfrecord_check.check_data_config(params)  # names a corrupt file/record
+        d = params.decoder
+        if d.type == 'tfrecord':
+            decoder = decoder_lib.TfExampleDecoder(
+                panoptic_category_mask_key=d.panoptic_category_mask_key,
+                panoptic_instance_mask_key=d.panoptic_instance_mask_key)
+        elif d.type == 'tfds':
+            decoder = decoder_lib.TfdsPanopticDecoder(
+                self.descriptor, skip_crowd=d.skip_crowd)
+        else:
+            raise ValueError(
+                f'decoder.type {d.type!r}: expected tfrecord or tfds')
+        p = params.parser
+        sample_fn = None
+        if params.is_training and p.copypaste_frequency > 0:
+            sample_fn = multiscale_maskconver_input.copy_paste_sample_fn(
+                p.copypaste_shuffle_buffer_size, seed=params.seed)
+        reader = input_reader_factory.input_reader_generator(
+            params,
+            dataset_fn=dataset_fn.pick_dataset_fn(params.file_type),
+            decoder_fn=decoder.decode,
+            sample_fn=sample_fn,
+            parser_fn=self.build_parser(params).parse_fn(params.is_training))
+        return reader.read(input_context=input_context)
+
+    def build_losses(self, labels: Mapping[str, tf.Tensor],
+                     model_outputs: Mapping[str, tf.Tensor],
+                     aux_losses: Optional[Any] = None) -> Dict[str, tf.Tensor]:
+        """Returns a dict of scalar float32 losses; `total_loss` is trained."""
+        c = self.task_config.losses
+        m = self.task_config.model
+        center = multiscale_center_loss(
+            model_outputs['class_heatmaps'], labels['heatmaps'],
+            labels['num_instances'], labels['padding_mask'], m.min_level,
+            m.max_level, c.focal_alpha, c.focal_beta)
+        mask_args = (model_outputs['mask_logits'], labels['masks'],
+                     labels['mask_weights'], labels['padding_mask'])
+        bce = maskconver_losses.mask_bce_loss(*mask_args)
+        dice = maskconver_losses.dice_loss(*mask_args, mode=c.dice_mode)
+        model_loss = c.loss_weight * (center + c.mask_weight * bce +
+                                      c.dice_weight * dice)
+        l2_loss = (tf.add_n([tf.cast(x, tf.float32) for x in aux_losses])
+                   if aux_losses else tf.constant(0.0))
+        return {
+            'total_loss': model_loss + l2_loss,
+            'model_loss': model_loss,
+            'center_loss': center,
+            'mask_bce_loss': bce,
+            'mask_dice_loss': dice,
+            'l2_loss': l2_loss,
+        }
