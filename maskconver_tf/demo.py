@@ -1,0 +1,383 @@
+"""The embedded default: the whole MaskConver job on a laptop CPU.
+
+    python -m maskconver_tf.demo --output_dir demo_output [--fresh] [--budget full|smoke]
+
+Stages (each is the same command a user would run by hand; REPORT.md lists
+them): generate the shapes set (train + val) -> TFRecords -> train the
+`maskconver_shapes` experiment through the train CLI -> official PQ on val
+-> export SavedModel, float32 and int8 .tflite -> official PQ of both
+.tflite files -> latency of both -> overlays for a few val images ->
+`REPORT.md`. A second run reuses data and checkpoints unless --fresh.
+The 'smoke' budget runs the same code path in about two minutes (tests).
+"""
+
+import argparse
+import dataclasses
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from typing import Optional
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXPERIMENT = 'maskconver_shapes'
+
+
+@dataclasses.dataclass
+class Budget:
+    num_train: int
+    num_val: int
+    image_size: int
+    train_steps: Optional[int]  # None: the YAML's recipe
+    batch_size: Optional[int]
+    calibration_steps: int
+    latency_runs: int
+    num_overlays: int
+
+
+BUDGETS = {
+    # Chosen by measurement: see experiments/maskconver_shapes.yaml.
+    'full': Budget(num_train=2000, num_val=200, image_size=128,
+                   train_steps=None, batch_size=None, calibration_steps=100,
+                   latency_runs=50, num_overlays=8),
+    'smoke': Budget(num_train=24, num_val=6, image_size=64, train_steps=6,
+                    batch_size=4, calibration_steps=4, latency_runs=3,
+                    num_overlays=2),
+}
+
+
+def _banner(title):
+    line = '=' * 78
+    print(f'\n{line}\n== {title}\n{line}', flush=True)
+
+
+class Demo:
+    """Runs the stages into `output_dir`, recording commands and timings."""
+
+    def __init__(self, output_dir, budget_name='full', fresh=False):
+        self.out = os.path.abspath(output_dir)
+        self.budget_name = budget_name
+        self.b = BUDGETS[budget_name]
+        if fresh and os.path.exists(self.out):
+            shutil.rmtree(self.out)
+        os.makedirs(self.out, exist_ok=True)
+        self.commands = []
+        self.timings = {}
+        self.config_file = os.path.join(REPO_ROOT, 'experiments',
+                                        'maskconver_shapes.yaml')
+
+    # Helpers ----------------------------------------------------------------
+    def path(self, *parts):
+        return os.path.join(self.out, *parts)
+
+    def run(self, stage, args, log_name=None):
+        """Runs `python args...`, streaming output; records the command."""
+        cmd = [sys.executable] + args
+        self.commands.append((stage, ' '.join(shlex.quote(a) for a in cmd)))
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
+        t0 = time.time()
+        if log_name:
+            log_path = self.path('logs', log_name)
+            os.makedirs(os.path.dirname(log_path), exist_ok=True)
+            with open(log_path, 'w') as log:
+                proc = subprocess.Popen(cmd, stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT, text=True,
+                                        env=env, cwd=REPO_ROOT)
+                for line in proc.stdout:
+                    log.write(line)
+                    if _worth_showing(line):
+                        print(line, end='', flush=True)
+                rc = proc.wait()
+        else:
+            rc = subprocess.call(cmd, env=env, cwd=REPO_ROOT)
+        self.timings[stage] = self.timings.get(stage, 0.0) + time.time() - t0
+        if rc != 0:
+            hint = f' (log: {self.path("logs", log_name)})' if log_name else ''
+            raise SystemExit(f'demo: stage "{stage}" failed with exit code '
+                             f'{rc}{hint}')
+
+    def overrides(self, **extra):
+        b = self.b
+        items = {
+            'task.train_data.input_path': self.path('tfrecords', 'train*'),
+            'task.validation_data.input_path': self.path('tfrecords', 'val*'),
+            'runtime.distribution_strategy': 'one_device',
+            'runtime.num_gpus': 0,
+        }
+        if self.budget_name == 'smoke':
+            s = b.image_size
+            items.update({
+                'task.model.input_size': f'[{s},{s},3]',
+                'task.model.panoptic_generator.output_size': f'[{s},{s}]',
+                'task.train_data.global_batch_size': b.batch_size,
+                'task.validation_data.global_batch_size': b.batch_size,
+                'trainer.train_steps': b.train_steps,
+                'trainer.steps_per_loop': b.train_steps,
+                'trainer.summary_interval': b.train_steps,
+                'trainer.checkpoint_interval': b.train_steps,
+                'trainer.validation_interval': b.train_steps,
+                'trainer.optimizer_config.learning_rate.cosine.decay_steps':
+                    b.train_steps,
+                'trainer.optimizer_config.warmup.linear.warmup_steps': 1,
+            })
+        items.update(extra)
+        return ','.join(f'{k}={v}' for k, v in items.items())
+
+    def experiment_args(self):
+        return ['--experiment', EXPERIMENT, '--config_file', self.config_file,
+                '--params_override', self.overrides()]
+
+    @property
+    def image_size(self):
+        return self.b.image_size
+
+    # Stages -----------------------------------------------------------------
+    def data(self):
+        _banner('1/8 data: generate the shapes set and convert to TFRecords')
+        for split, n, seed, start in (('train', self.b.num_train, 1, 1),
+                                      ('val', self.b.num_val, 2, 1000001)):
+            target = self.path('data', split)
+            if os.path.exists(os.path.join(target, 'panoptic.json')):
+                print(f'reusing {target}')
+            else:
+                self.run('data', ['-m', 'maskconver_tf.data.shapes',
+                                  '--output_dir', target, '--num_images', str(n),
+                                  '--image_size', str(self.image_size),
+                                  '--seed', str(seed),
+                                  '--start_image_id', str(start)])
+            prefix = self.path('tfrecords', split)
+            if os.path.exists(prefix + '-00000-of-00002.tfrecord'):
+                print(f'reusing {prefix}-*')
+                continue
+            self.run('data', ['-m', 'maskconver_tf.data.create_tfrecords',
+                              '--image_dir', os.path.join(target, 'images'),
+                              '--panoptic_json',
+                              os.path.join(target, 'panoptic.json'),
+                              '--panoptic_masks_dir',
+                              os.path.join(target, 'panoptic'),
+                              '--output_prefix', prefix, '--num_shards', '2'])
+
+    def train(self):
+        _banner('2/8 train: maskconver_shapes through the train CLI '
+                '(resumes from the latest checkpoint)')
+        self.run('train', ['-m', 'maskconver_tf.train', '--mode',
+                           'train_and_eval', '--model_dir', self.path('model'),
+                           '--enable_async_checkpointing=false']
+                 + self.experiment_args(), log_name='train.log')
+
+    def evaluate(self, name, model_flag, model_path):
+        out = self.path('eval', name)
+        self.run(f'evaluate {name}', [
+            '-m', 'maskconver_tf.evaluate', model_flag, model_path,
+            '--output_dir', out,
+            '--gt_json', self.path('data', 'val', 'panoptic.json'),
+            '--gt_dir', self.path('data', 'val', 'panoptic'),
+            '--image_dir', self.path('data', 'val', 'images')]
+            + self.experiment_args(), log_name=f'evaluate_{name}.log')
+        with open(os.path.join(out, 'pq.json')) as f:
+            return json.load(f)
+
+    def export(self):
+        _banner('4/8 export: SavedModel (tflite input), float32 and int8 .tflite')
+        export_dir = self.path('export', 'saved_model_tflite_input')
+        s = self.image_size
+        self.run('export', [
+            os.path.join(REPO_ROOT, 'export', 'export_saved_model.py'),
+            '--checkpoint_path', self.path('model'), '--export_dir', export_dir,
+            '--batch_size', '1', '--input_type', 'tflite',
+            '--input_image_size', f'{s},{s}'] + self.experiment_args(),
+            log_name='export_saved_model.log')
+        paths = {}
+        for name, quant in (('float32', 'none'), ('int8', 'int8_full_fp32_io')):
+            tflite = self.path('export', f'maskconver_shapes_{s}_{name}.tflite')
+            self.run('export', [
+                os.path.join(REPO_ROOT, 'export', 'export_tflite.py'),
+                '--saved_model_dir', os.path.join(export_dir, 'saved_model'),
+                '--tflite_path', tflite, '--quant_type', quant,
+                '--calibration_steps', str(self.b.calibration_steps),
+                '--calibration_data', self.path('tfrecords', 'train*')]
+                + self.experiment_args(), log_name=f'export_{name}.log')
+            paths[name] = tflite
+        return paths
+
+    def latency(self, tflite_paths):
+        _banner('6/8 latency: LiteRT, 2 threads')
+        results = {}
+        os.makedirs(self.path('latency'), exist_ok=True)
+        for name, path in tflite_paths.items():
+            out = self.path('latency', f'{name}.json')
+            self.run('latency', [
+                os.path.join(REPO_ROOT, 'benchmarks', 'latency.py'),
+                '--tflite', path, '--num_threads', '2',
+                '--num_runs', str(self.b.latency_runs), '--json', out],
+                log_name=f'latency_{name}.log')
+            with open(out) as f:
+                results[name] = json.load(f)
+        return results
+
+    def predict(self):
+        _banner('7/8 predict: overlays for a few val images')
+        out = self.path('predict')
+        self.run('predict', [
+            '-m', 'maskconver_tf.predict', '--model', self.path('model'),
+            '--input', self.path('data', 'val', 'images'),
+            '--output_dir', out, '--max_images', str(self.b.num_overlays)]
+            + self.experiment_args(), log_name='predict.log')
+        return out
+
+    # Report -----------------------------------------------------------------
+    def report(self, pq, latency, predict_dir):
+        _banner('8/8 report')
+        from maskconver_tf.visualization import grid, plots
+        figures = {}
+        curve = self.path('report', 'training_curves.png')
+        os.makedirs(os.path.dirname(curve), exist_ok=True)
+        plots.plot_training_curves(self.path('model'), curve)
+        figures['curves'] = curve
+        grid_png = self.path('report', 'overlays_vs_groundtruth.png')
+        images, preds, gts, descriptor = _prediction_vs_groundtruth(
+            predict_dir, self.path('data', 'val'))
+        grid.save_overlay_grid(grid_png, images, preds, gts, descriptor)
+        figures['grid'] = grid_png
+        text = render_report(self, pq, latency, figures)
+        with open(self.path('REPORT.md'), 'w') as f:
+            f.write(text)
+        print(text)
+        print(f'\nreport: {self.path("REPORT.md")}')
+
+    def run_all(self):
+        t0 = time.time()
+        self.data()
+        self.train()
+        _banner('3/8 evaluate: official PQ of the checkpoint on val')
+        pq = {'checkpoint': self.evaluate('checkpoint', '--checkpoint_path',
+                                          self.path('model'))}
+        tflite = self.export()
+        _banner('5/8 evaluate: official PQ of the float32 and int8 .tflite')
+        for name, path in tflite.items():
+            pq[f'tflite {name}'] = self.evaluate(f'tflite_{name}', '--tflite',
+                                                 path)
+        latency = self.latency(tflite)
+        predict_dir = self.predict()
+        self.timings['total'] = time.time() - t0
+        self.report(pq, latency, predict_dir)
+
+
+def _prediction_vs_groundtruth(predict_dir, data_dir):
+    """Images with predicted and ground-truth (category, instance) masks.
+
+    Predictions and ground truth are paired by PNG stem (`predict` keeps
+    the input file's stem). Returns lists of uint8 [H, W, 3] and pairs of
+    int32 [H, W] masks, plus the dataset descriptor.
+    """
+    import numpy as np
+    from maskconver_tf.data.descriptor import DatasetDescriptor
+    from maskconver_tf.evaluation import panoptic_writer
+    from maskconver_tf.evaluation import pq as pq_lib
+    from maskconver_tf.inference import load_image
+
+    gt_json = os.path.join(data_dir, 'panoptic.json')
+    descriptor = DatasetDescriptor.from_json(gt_json)
+    with open(gt_json) as f:
+        gt = json.load(f)
+    with open(os.path.join(predict_dir, 'predictions.json')) as f:
+        pred = json.load(f)
+    gt_by_stem = {os.path.splitext(a['file_name'])[0]: a
+                  for a in gt['annotations']}
+    images, preds, gts = [], [], []
+    for ann in pred['annotations']:
+        stem = os.path.splitext(ann['file_name'])[0]
+        if stem not in gt_by_stem:
+            continue
+        ids = pq_lib.read_panoptic_png(
+            os.path.join(predict_dir, 'panoptic', ann['file_name']), stem)
+        preds.append(panoptic_writer.decode_panoptic(
+            ids, ann['segments_info'], descriptor))
+        g = gt_by_stem[stem]
+        gt_ids = pq_lib.read_panoptic_png(
+            os.path.join(data_dir, 'panoptic', g['file_name']), stem)
+        gts.append(panoptic_writer.decode_panoptic(
+            gt_ids, g['segments_info'], descriptor))
+        images.append(np.asarray(load_image(
+            os.path.join(data_dir, 'images', stem + '.jpg'))))
+    return images, preds, gts, descriptor
+
+
+def _worth_showing(line):
+    # The trainer's step logs and progress, not TF's start-up chatter.
+    noisy = ('cuda', 'oneDNN', 'cpu_feature_guard', 'rebuild TensorFlow',
+             'AVX', 'absl::InitializeLog', 'WARNING: All log messages')
+    return not any(n in line for n in noisy)
+
+
+def _pq_row(name, result):
+    cells = []
+    for group in ('All', 'Things', 'Stuff'):
+        g = result.get(group) or {}
+        pq = g.get('pq')
+        cells.append('-' if pq is None else f'{100 * pq:.2f}')
+    return f'| {name} | ' + ' | '.join(cells) + ' |'
+
+
+def render_report(demo, pq, latency, figures):
+    rel = lambda p: os.path.relpath(p, demo.out)  # noqa: E731
+    lines = [
+        '# MaskConver demo report',
+        '',
+        f'Budget `{demo.budget_name}`: {demo.b.num_train} train / '
+        f'{demo.b.num_val} val shapes images at {demo.image_size} px; '
+        f'experiment `{EXPERIMENT}` ({rel(demo.config_file) if demo.config_file.startswith(demo.out) else os.path.relpath(demo.config_file, REPO_ROOT)}).',
+        f'Total wall time {demo.timings.get("total", 0) / 60:.1f} min '
+        f'(training {demo.timings.get("train", 0) / 60:.1f} min).',
+        '',
+        '## Official PQ on val (panopticapi rules)',
+        '',
+        '| model | All PQ | Things PQ | Stuff PQ |',
+        '| --- | --- | --- | --- |',
+    ]
+    lines += [_pq_row(name, result) for name, result in pq.items()]
+    if 'tflite float32' in pq and 'tflite int8' in pq:
+        drop = 100 * (pq['tflite float32']['All']['pq'] -
+                      pq['tflite int8']['All']['pq'])
+        lines += ['', f'int8 vs float32 .tflite: {drop:+.2f} PQ drop (All).']
+    lines += ['', '## Latency (LiteRT, 2 threads, this machine)', '',
+              '| model | size (MB) | mean (ms) | p50 (ms) | p90 (ms) | delegate |',
+              '| --- | --- | --- | --- | --- | --- |']
+    for name, r in latency.items():
+        lines.append(
+            f'| {name} | {r.get("size_bytes", 0) / 1e6:.2f} | '
+            f'{r.get("mean_ms", float("nan")):.2f} | '
+            f'{r.get("p50_ms", float("nan")):.2f} | '
+            f'{r.get("p90_ms", float("nan")):.2f} | '
+            f'{r.get("delegate", "")} |')
+    lines += ['', '## Figures', '',
+              f'![training curves]({rel(figures["curves"])})', '',
+              f'![overlays vs ground truth]({rel(figures["grid"])})', '',
+              '## Outputs', '',
+              f'- data: `{rel(demo.path("data"))}`, TFRecords: '
+              f'`{rel(demo.path("tfrecords"))}`',
+              f'- checkpoints and TensorBoard: `{rel(demo.path("model"))}`',
+              f'- predictions + pq.json: `{rel(demo.path("eval"))}`',
+              f'- exports: `{rel(demo.path("export"))}`',
+              f'- overlays: `{rel(demo.path("predict"))}`',
+              '', '## Redo each stage by hand', '']
+    for stage, cmd in demo.commands:
+        lines += [f'{stage}:', '', '```', cmd, '```', '']
+    return '\n'.join(lines) + '\n'
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--output_dir', default='demo_output')
+    parser.add_argument('--fresh', action='store_true',
+                        help='delete output_dir first instead of reusing it')
+    parser.add_argument('--budget', choices=sorted(BUDGETS), default='full')
+    args = parser.parse_args(argv)
+    Demo(args.output_dir, args.budget, args.fresh).run_all()
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,73 @@
+"""`make demo`'s code path on a smoke budget: every stage runs for real.
+
+Data -> TFRecords -> train CLI -> official PQ -> SavedModel + float32/int8
+.tflite -> PQ of both -> latency -> overlays -> REPORT.md; then a second
+run reuses data and checkpoint.
+"""
+
+import json
+import os
+import re
+
+import pytest
+
+from maskconver_tf import demo
+
+
+@pytest.fixture(scope='module')
+def smoke_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp('demo')
+    demo.main(['--output_dir', str(out), '--budget', 'smoke'])
+    return out
+
+
+def test_every_stage_wrote_its_outputs(smoke_run):
+    out = smoke_run
+    b = demo.BUDGETS['smoke']
+    with open(out / 'data' / 'train' / 'panoptic.json') as f:
+        assert len(json.load(f)['images']) == b.num_train
+    assert (out / 'model' / 'params.yaml').exists()
+    assert any(n.startswith(f'ckpt-{b.train_steps}.')
+               for n in os.listdir(out / 'model'))
+    for name in ('checkpoint', 'tflite_float32', 'tflite_int8'):
+        with open(out / 'eval' / name / 'pq.json') as f:
+            result = json.load(f)
+        for group in ('All', 'Things', 'Stuff'):
+            pq = result[group]['pq']
+            assert pq is None or 0.0 <= pq <= 1.0, (name, group, pq)
+        assert result['All']['n'] == 7  # every shapes category scored
+    for name in ('float32', 'int8'):
+        with open(out / 'latency' / f'{name}.json') as f:
+            lat = json.load(f)
+        assert lat['mean_ms'] > 0 and lat['p90_ms'] >= lat['p50_ms']
+    overlays = os.listdir(out / 'predict' / 'overlays')
+    assert len(overlays) == b.num_overlays
+    assert (out / 'report' / 'training_curves.png').stat().st_size > 1000
+    assert (out / 'report' / 'overlays_vs_groundtruth.png').stat().st_size > 1000
+
+
+def test_report_holds_numbers_and_commands(smoke_run):
+    text = (smoke_run / 'REPORT.md').read_text()
+    rows = re.findall(r'^\| (checkpoint|tflite float32|tflite int8) \| '
+                      r'([-\d.]+) \|', text, re.M)
+    assert [r[0] for r in rows] == ['checkpoint', 'tflite float32',
+                                    'tflite int8']
+    with open(smoke_run / 'eval' / 'checkpoint' / 'pq.json') as f:
+        all_pq = json.load(f)['All']['pq']
+    assert rows[0][1] == f'{100 * all_pq:.2f}'
+    assert 'maskconver_tf.train' in text and 'export_tflite.py' in text
+    assert 'int8 vs float32 .tflite' in text
+
+
+def test_second_run_reuses_data_and_checkpoint(smoke_run, capsys):
+    b = demo.BUDGETS['smoke']
+    d = demo.Demo(str(smoke_run), 'smoke')
+    d.data()
+    d.train()
+    out = capsys.readouterr().out
+    assert 'reusing' in out
+    # The trainer found the finished checkpoint: no new checkpoint step.
+    steps = sorted(int(m.group(1)) for n in os.listdir(smoke_run / 'model')
+                   if (m := re.match(r'ckpt-(\d+)\.index', n)))
+    assert steps[-1] == b.train_steps
+    assert [s for s in d.commands if s[0] == 'data'] == []
