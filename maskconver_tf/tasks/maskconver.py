@@ -134,23 +134,31 @@ class MaskConverTask(base_task.Task):
     def build_inputs(self, params: task_cfg.DataConfig,
                      input_context: Optional[tf.distribute.InputContext] = None):
         tfrecord_check.check_data_config(params)  # names a corrupt file/record
-        d = params.decoder
-        if d.type == 'tfrecord':
-            decoder = decoder_lib.TfExampleDecoder(
-                panoptic_category_mask_key=d.panoptic_category_mask_key,
-                panoptic_instance_mask_key=d.panoptic_instance_mask_key)
-        elif d.type == 'tfds':
-            decoder = decoder_lib.TfdsPanopticDecoder(
-                self.descriptor, skip_crowd=d.skip_crowd)
-        else:
-            raise ValueError(f'decoder.type {d.type!r}: expected tfrecord or tfds')
-        parser = self.build_parser(params)
         reader = input_reader_factory.input_reader_generator(
             params,
             dataset_fn=dataset_fn.pick_dataset_fn(params.file_type),
-            decoder_fn=decoder.decode,
-            parser_fn=parser.parse_fn(params.is_training))
+            decoder_fn=self.build_decoder(params).decode,
+            sample_fn=self.build_sample_fn(params),
+            parser_fn=self.build_parser(params).parse_fn(params.is_training))
         return reader.read(input_context=input_context)
+
+    def build_decoder(self, params: task_cfg.DataConfig):
+        """The record decoder `params.decoder` names (tfrecord or tfds)."""
+        d = params.decoder
+        if d.type == 'tfrecord':
+            kwargs = dict(
+                panoptic_category_mask_key=d.panoptic_category_mask_key,
+                panoptic_instance_mask_key=d.panoptic_instance_mask_key)
+        elif d.type == 'tfds':
+            kwargs = dict(skip_crowd=d.skip_crowd)
+        else:
+            raise ValueError(f'decoder.type {d.type!r}: expected tfrecord or tfds')
+        return decoder_lib.build_decoder(d.type, self.descriptor, **kwargs)
+
+    def build_sample_fn(self, params: task_cfg.DataConfig):
+        """A dataset transform between decoding and parsing; None here."""
+        del params
+        return None
 
     # Losses -----------------------------------------------------------------
     def build_losses(self, labels: Mapping[str, tf.Tensor],

@@ -22,13 +22,9 @@ from typing import Any, Dict, Mapping, Optional
 
 import tensorflow as tf
 
-from official.common import dataset_fn
 from official.core import task_factory
-from official.vision.dataloaders import input_reader_factory
 
 from maskconver_tf.configs import multiscale_maskconver_task as ms_cfg
-from maskconver_tf.data import tfrecord_check
-from maskconver_tf.dataloaders import decoder as decoder_lib
 from maskconver_tf.dataloaders import multiscale_maskconver_input
 from maskconver_tf.losses import maskconver_losses
 from maskconver_tf.ops import multiscale_targets
@@ -114,33 +110,13 @@ class MultiScaleMaskConverTask(maskconver.MaskConverTask):
                 list(p.segmentation_groundtruth_padded_size) or None),
             dtype=p.dtype)
 
-    def build_inputs(
-            self, params: ms_cfg.MultiScaleDataConfig,
-            input_context: Optional[tf.distribute.InputContext] = None):
-        tfrecord_check.check_data_config(params)  # names a corrupt file/record
-        d = params.decoder
-        if d.type == 'tfrecord':
-            decoder = decoder_lib.TfExampleDecoder(
-                panoptic_category_mask_key=d.panoptic_category_mask_key,
-                panoptic_instance_mask_key=d.panoptic_instance_mask_key)
-        elif d.type == 'tfds':
-            decoder = decoder_lib.TfdsPanopticDecoder(
-                self.descriptor, skip_crowd=d.skip_crowd)
-        else:
-            raise ValueError(
-                f'decoder.type {d.type!r}: expected tfrecord or tfds')
+    def build_sample_fn(self, params: ms_cfg.MultiScaleDataConfig):
+        """Copy-paste pairs each training sample with a shuffled second one."""
         p = params.parser
-        sample_fn = None
         if params.is_training and p.copypaste_frequency > 0:
-            sample_fn = multiscale_maskconver_input.copy_paste_sample_fn(
+            return multiscale_maskconver_input.copy_paste_sample_fn(
                 p.copypaste_shuffle_buffer_size, seed=params.seed)
-        reader = input_reader_factory.input_reader_generator(
-            params,
-            dataset_fn=dataset_fn.pick_dataset_fn(params.file_type),
-            decoder_fn=decoder.decode,
-            sample_fn=sample_fn,
-            parser_fn=self.build_parser(params).parse_fn(params.is_training))
-        return reader.read(input_context=input_context)
+        return None
 
     def build_losses(self, labels: Mapping[str, tf.Tensor],
                      model_outputs: Mapping[str, tf.Tensor],
