@@ -86,31 +86,10 @@ class MaskConverModel(tf_keras.Model):
              training=None):
         class_heatmaps, center_embeddings, per_pixel_embeddings = (
             self.dense_outputs(images, training=training))
-        if center_indices is not None:
-            if classes is None:
-                raise ValueError('MaskConverModel: center_indices given '
-                                 'without classes')
-            mask_logits = self.mask_embedding_generator(
-                center_embeddings, per_pixel_embeddings,
-                tf.cast(center_indices, tf.int32), tf.cast(classes, tf.int32))
-            return {'class_heatmaps': class_heatmaps,
-                    'mask_logits': mask_logits}
-        if training:
-            raise ValueError('MaskConverModel: training needs ground-truth '
-                             'center_indices and classes')
-        proposals = self.proposal_generator(class_heatmaps)
-        mask_logits = self.mask_embedding_generator(
-            center_embeddings, per_pixel_embeddings,
-            proposals['center_indices'], proposals['classes'])
-        outputs = {'class_heatmaps': class_heatmaps,
-                   'mask_logits': mask_logits,
-                   'classes': proposals['classes'],
-                   'scores': proposals['scores']}
-        if self.panoptic_merger is not None:
-            outputs.update(self.panoptic_merger(
-                mask_logits, proposals['classes'], proposals['scores'],
-                image_info=image_info))
-        return outputs
+        return heads_to_outputs(
+            self, class_heatmaps, center_embeddings, per_pixel_embeddings,
+            center_indices, classes, image_info, training,
+            propose=self.proposal_generator)
 
     @property
     def checkpoint_items(self):
@@ -144,3 +123,40 @@ class MaskConverModel(tf_keras.Model):
         with tf_keras.utils.custom_object_scope(custom_objects or {}):
             return cls(name=name,
                        **{k: _deserialize(v) for k, v in config.items()})
+
+
+def heads_to_outputs(model, class_heatmaps, center_embeddings,
+                     per_pixel_embeddings, center_indices, classes,
+                     image_info, training, propose):
+    """Head outputs -> model outputs, shared by the single- and multi-scale models.
+
+    With `center_indices` and `classes` (teacher forcing) returns
+    {class_heatmaps, mask_logits}; otherwise takes slots from
+    `propose(class_heatmaps)` and adds classes, scores and, when the model has
+    a panoptic merger, its category / instance masks (see the model docstrings
+    for shapes).
+    """
+    name = type(model).__name__
+    if center_indices is not None:
+        if classes is None:
+            raise ValueError(f'{name}: center_indices given without classes')
+        mask_logits = model.mask_embedding_generator(
+            center_embeddings, per_pixel_embeddings,
+            tf.cast(center_indices, tf.int32), tf.cast(classes, tf.int32))
+        return {'class_heatmaps': class_heatmaps, 'mask_logits': mask_logits}
+    if training:
+        raise ValueError(f'{name}: training needs ground-truth center_indices '
+                         'and classes')
+    proposals = propose(class_heatmaps)
+    mask_logits = model.mask_embedding_generator(
+        center_embeddings, per_pixel_embeddings,
+        proposals['center_indices'], proposals['classes'])
+    outputs = {'class_heatmaps': class_heatmaps,
+               'mask_logits': mask_logits,
+               'classes': proposals['classes'],
+               'scores': proposals['scores']}
+    if model.panoptic_merger is not None:
+        outputs.update(model.panoptic_merger(
+            mask_logits, proposals['classes'], proposals['scores'],
+            image_info=image_info))
+    return outputs

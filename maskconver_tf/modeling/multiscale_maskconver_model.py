@@ -7,6 +7,7 @@ import tf_keras
 
 from maskconver_tf.modeling.maskconver_model import _deserialize
 from maskconver_tf.modeling.maskconver_model import _serialize
+from maskconver_tf.modeling.maskconver_model import heads_to_outputs
 
 _LAYER_KEYS = ('backbone', 'decoder', 'fpn', 'class_head', 'center_head',
                'mask_feature_head', 'mask_embedding_generator',
@@ -101,31 +102,10 @@ class MultiScaleMaskConverModel(tf_keras.Model):
              training=None):
         class_heatmaps, center_embeddings, per_pixel_embeddings, grids = (
             self.dense_outputs(images, training=training))
-        if center_indices is not None:
-            if classes is None:
-                raise ValueError('MultiScaleMaskConverModel: center_indices '
-                                 'given without classes')
-            mask_logits = self.mask_embedding_generator(
-                center_embeddings, per_pixel_embeddings,
-                tf.cast(center_indices, tf.int32), tf.cast(classes, tf.int32))
-            return {'class_heatmaps': class_heatmaps,
-                    'mask_logits': mask_logits}
-        if training:
-            raise ValueError('MultiScaleMaskConverModel: training needs '
-                             'ground-truth center_indices and classes')
-        proposals = self._proposals(class_heatmaps, grids)
-        mask_logits = self.mask_embedding_generator(
-            center_embeddings, per_pixel_embeddings,
-            proposals['center_indices'], proposals['classes'])
-        outputs = {'class_heatmaps': class_heatmaps,
-                   'mask_logits': mask_logits,
-                   'classes': proposals['classes'],
-                   'scores': proposals['scores']}
-        if self.panoptic_merger is not None:
-            outputs.update(self.panoptic_merger(
-                mask_logits, proposals['classes'], proposals['scores'],
-                image_info=image_info))
-        return outputs
+        return heads_to_outputs(
+            self, class_heatmaps, center_embeddings, per_pixel_embeddings,
+            center_indices, classes, image_info, training,
+            propose=lambda heatmaps: self._proposals(heatmaps, grids))
 
     @property
     def checkpoint_items(self):
