@@ -125,6 +125,23 @@ def test_eval_image_info_and_groundtruth_for_non_square_image():
     np.testing.assert_array_equal(image, image2)
 
 
+def test_eval_groundtruth_defaults_to_the_padded_input_size():
+    """No padded size: static [Hp, Wp] maps; larger images are refused."""
+    parser = make_parser(output_size=[60, 60], max_level=4)
+    assert parser.padded_size == [64, 64]
+    ds = dataset([scene(48, 60)]).map(parser.parse_fn(is_training=False))
+    assert ds.element_spec[1]['groundtruth_category_mask'].shape == [64, 64]
+    _, labels = next(iter(ds))
+    category = labels['groundtruth_category_mask'].numpy()
+    assert category.shape == (64, 64)
+    assert category[20:36, 4:20].min() == 7 and category[48:].max() == 0
+    big = dataset([scene(80, 64)]).map(parser.parse_fn(is_training=False))
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r'segmentation_groundtruth_padded_size \[64, 64\]'
+                       r'[\s\S]*img-1'):
+        next(iter(big))
+
+
 def test_unknown_category_id_raises_with_the_id():
     example = scene()
     example['category_mask'][0, 0] = 8  # not a category

@@ -40,7 +40,8 @@ class Parser(hyperparams.Config):
     mask_target_stride: mask targets at input resolution / stride (1 = the
       reference); larger values save memory at large inputs.
     segmentation_groundtruth_padded_size: eval ground truth is kept at the
-      original resolution and zero-padded to this size ([] = input size).
+      original resolution and zero-padded to this size ([] = the padded
+      input size; a larger original image is refused with a message).
     """
     aug_rand_hflip: bool = True
     aug_scale_min: float = 1.0

@@ -97,7 +97,8 @@ class Parser(parser.Parser):
           max_level: int, the padded size is a multiple of 2^max_level.
           dtype: image dtype, 'float32', 'float16' or 'bfloat16'.
           segmentation_groundtruth_padded_size: [Hp, Wp] ints for the eval
-            ground-truth maps, or None to keep them unpadded (batch 1 only).
+            ground-truth maps; None = the padded input size (images larger
+            than it are refused with the config field to set).
         """
         if center_type not in ('box', 'centroid'):
             raise ValueError("center_type must be 'box' or 'centroid', "
@@ -202,10 +203,20 @@ class Parser(parser.Parser):
         image, labels = self._parse(data, training=False)
         category = tf.cast(data['category_mask'], tf.int32)[..., tf.newaxis]
         instance = tf.cast(data['instance_mask'], tf.int32)[..., tf.newaxis]
-        if self._gt_padded_size is not None:
-            height, width = self._gt_padded_size
-            category = tf.image.pad_to_bounding_box(category, 0, 0, height, width)
-            instance = tf.image.pad_to_bounding_box(instance, 0, 0, height, width)
+        height, width = self._gt_padded_size or self._padded_size
+        size = tf.shape(category)[:2]
+        checks = [tf.debugging.Assert(
+            tf.reduce_all(size <= tf.constant([height, width])),
+            ['eval ground truth larger than '
+             f'segmentation_groundtruth_padded_size {[height, width]} '
+             '(default: the input size); set it to at least the largest '
+             'original image size. source_id, size:', data['source_id'],
+             size])]
+        with tf.control_dependencies(checks):
+            category = tf.image.pad_to_bounding_box(category, 0, 0, height,
+                                                    width)
+            instance = tf.image.pad_to_bounding_box(instance, 0, 0, height,
+                                                    width)
         labels['groundtruth_category_mask'] = category[..., 0]
         labels['groundtruth_instance_mask'] = instance[..., 0]
         labels['source_id'] = data['source_id']

@@ -2,6 +2,12 @@
 
 Every function casts its inputs to float32 first, so mixed-precision
 (float16 / bfloat16) model outputs give float32 losses.
+
+Under a distribution strategy the batch-normalised terms (mask BCE, dice)
+all-reduce their sums over the replicas, so the mean of the replicas'
+losses is the loss of the global batch and their summed gradients are its
+gradient (the task divides each replica's loss by the replica count). One
+replica, or no strategy, computes the plain formulas.
 """
 
 import tensorflow as tf
@@ -11,6 +17,25 @@ _EPSILON = 1e-7  # Keras' epsilon, as in the reference's dice
 
 def _f32(x):
     return None if x is None else tf.cast(x, tf.float32)
+
+
+def num_replicas() -> int:
+    """Replicas in sync in the current replica context (1 outside one)."""
+    ctx = tf.distribute.get_replica_context()
+    return 1 if ctx is None else ctx.num_replicas_in_sync
+
+
+def cross_replica_sum(x):
+    """Sum of `x` over the replicas in sync; differentiable.
+
+    The gradient of an all-reduce sum is the all-reduce sum of the
+    gradients, so a loss built from these sums has the global-batch gradient
+    once the replicas' gradients are summed.
+    """
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None or ctx.num_replicas_in_sync == 1:
+        return x
+    return ctx.all_reduce(tf.distribute.ReduceOp.SUM, x)
 
 
 def focal_loss(heatmap_logits, heatmap_targets, num_instances, weights=None,
@@ -67,8 +92,9 @@ def _mask_inputs(mask_logits, mask_targets, mask_weights, padding_mask):
 def mask_bce_loss(mask_logits, mask_targets, mask_weights, padding_mask=None):
     """Weighted sigmoid binary cross-entropy of the K slot masks.
 
-    loss = sum(weight * BCE) / (sum(weight) + 1) over the whole batch, with
-    weight = [gt >= 0] * slot weight * (1 - padding).
+    loss = sum(weight * BCE) / (sum(weight) + 1) over the whole (global)
+    batch, with weight = [gt >= 0] * slot weight * (1 - padding). A replica
+    returns R * its sum / (global sum(weight) + 1) for R replicas.
 
     Args:
       mask_logits: float [B, h, w, K], resized bilinearly to the target size.
@@ -83,7 +109,8 @@ def mask_bce_loss(mask_logits, mask_targets, mask_weights, padding_mask=None):
     logits, targets, weights = _mask_inputs(mask_logits, mask_targets,
                                             mask_weights, padding_mask)
     bce = tf.nn.sigmoid_cross_entropy_with_logits(labels=targets, logits=logits)
-    return tf.reduce_sum(bce * weights) / (tf.reduce_sum(weights) + 1.0)
+    normaliser = cross_replica_sum(tf.reduce_sum(weights)) + 1.0
+    return num_replicas() * tf.reduce_sum(bce * weights) / normaliser
 
 
 def dice_loss(mask_logits, mask_targets, mask_weights, padding_mask=None,
@@ -97,6 +124,7 @@ def dice_loss(mask_logits, mask_targets, mask_weights, padding_mask=None,
       0 if U == 0 (nothing to compare).
     - 'per_mask': d_k = 2 I_k / (U_k + 1e-7) per (image, slot); loss = mean of
       (1 - d_k) over the slots with slot weight > 0 and U_k > 0 (0 if none).
+    Sums and counts are over the global batch (see the module docstring).
 
     Args:
       mask_logits, mask_targets, mask_weights, padding_mask: as in
@@ -113,8 +141,8 @@ def dice_loss(mask_logits, mask_targets, mask_weights, padding_mask=None,
     pred = tf.sigmoid(logits) * weights
     gt = targets * weights
     if mode == 'global':
-        intersection = tf.reduce_sum(pred * gt)
-        union = tf.reduce_sum(pred + gt)
+        intersection, union = tf.unstack(cross_replica_sum(
+            tf.stack([tf.reduce_sum(pred * gt), tf.reduce_sum(pred + gt)])))
         dice = 2.0 * intersection / (union + _EPSILON)
         return tf.where(union > 0, 1.0 - dice * tf.exp(1.0 - dice), 0.0)
     intersection = tf.reduce_sum(pred * gt, axis=[1, 2])
@@ -122,8 +150,9 @@ def dice_loss(mask_logits, mask_targets, mask_weights, padding_mask=None,
     dice = 2.0 * intersection / (union + _EPSILON)
     valid = tf.cast(tf.logical_and(_f32(mask_weights) > 0, union > 0),
                     tf.float32)
-    return (tf.reduce_sum((1.0 - dice) * valid) /
-            tf.maximum(tf.reduce_sum(valid), 1.0))
+    count = cross_replica_sum(tf.reduce_sum(valid))
+    return (num_replicas() * tf.reduce_sum((1.0 - dice) * valid) /
+            tf.maximum(count, 1.0))
 
 
 def maskconver_losses(class_heatmaps, mask_logits, labels, focal_alpha=2.0,

@@ -41,11 +41,8 @@ def global_instance_count(num_instances):
       float32 scalar.
     """
     count = tf.reduce_sum(tf.cast(num_instances, tf.float32))
-    ctx = tf.distribute.get_replica_context()
-    if ctx is None or ctx.num_replicas_in_sync == 1:
-        return count
-    return ctx.all_reduce(tf.distribute.ReduceOp.SUM,
-                          count) / ctx.num_replicas_in_sync
+    return (maskconver_losses.cross_replica_sum(count) /
+            maskconver_losses.num_replicas())
 
 
 def multiscale_center_loss(class_heatmaps, heatmap_targets, num_instances,
