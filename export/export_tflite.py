@@ -46,6 +46,10 @@ flags.DEFINE_string('denylisted_ops', None, 'Comma-separated TFLite op names '
                     'kept in float in the int8 modes, e.g. LOGISTIC,ARG_MAX; '
                     'default BATCH_MATMUL (slow in int8, see README); "none" '
                     'quantises every op that can be.')
+flags.DEFINE_bool('quantize_postprocessing', False, 'Also quantise the '
+                  'in-graph post-processing in the int8 modes (its peak, '
+                  'threshold and area tests break in int8: for measurement '
+                  'only).')
 
 
 def main(_):
@@ -89,7 +93,8 @@ def main(_):
         meta = tflite_conversion.export_tflite(
             FLAGS.saved_model_dir, FLAGS.tflite_path, quant_type=quant_type,
             calibration=calibration, denylisted_ops=denylist,
-            base_metadata=base, calibration_source=source)
+            base_metadata=base, calibration_source=source,
+            float_postprocessing=not FLAGS.quantize_postprocessing)
     except ValueError as e:
         sys.exit(f'export_tflite: {e}')
     print(f'wrote {FLAGS.tflite_path} ({meta["size_bytes"] / 1e6:.2f} MB, '

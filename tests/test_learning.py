@@ -6,6 +6,7 @@ trainer does, and asserts numbers: the training loss halves and in-loop PQ
 on the same images is clearly above zero.
 """
 
+import json
 import os
 
 import numpy as np
@@ -69,7 +70,9 @@ def _params(records):
     return hyperparams.override_params_dict(params, overrides, is_strict=True)
 
 
-def test_short_run_halves_loss_and_reaches_pq(tiny_records):
+@pytest.fixture(scope='module')
+def trained(tiny_records):
+    """(params, task, model, per-step losses) after STEPS train steps."""
     tf_keras.utils.set_random_seed(1)
     params = _params(tiny_records)
     task = maskconver_task.MaskConverTask(params.task)
@@ -83,6 +86,11 @@ def test_short_run_halves_loss_and_reaches_pq(tiny_records):
 
     dataset = iter(task.build_inputs(params.task.train_data).repeat())
     losses = [float(train_step(next(dataset))['loss']) for _ in range(STEPS)]
+    return params, task, model, losses
+
+
+def test_short_run_halves_loss_and_reaches_pq(trained):
+    params, task, model, losses = trained
     first, last = np.mean(losses[:10]), np.mean(losses[-10:])
     assert np.all(np.isfinite(losses))
     assert last < 0.5 * first, (first, last)
@@ -103,3 +111,44 @@ def test_short_run_halves_loss_and_reaches_pq(tiny_records):
     assert result['panoptic_quality/Things_pq'] > 0.1, result
     assert result['panoptic_quality/Stuff_pq'] > 0.5, result
     print(f'loss {first:.3f} -> {last:.3f}; in-loop PQ {result}')
+
+
+def test_int8_tflite_keeps_the_float_pq(trained, tmp_path):
+    """Official PQ of the float and int8 .tflite of the trained model.
+
+    A quantised post-processing tail scored 0 here (peak and area tests
+    break in int8) while the float model scored like the checkpoint.
+    """
+    from maskconver_tf import evaluate as evaluate_lib
+    from maskconver_tf import inference
+    from maskconver_tf.serving import export_module
+    from maskconver_tf.serving import tflite_conversion as tc
+
+    params, task, model, _ = trained
+    export_dir = str(tmp_path / 'export')
+    export_module.export_saved_model(params, export_dir, model=model,
+                                     batch_size=1, input_type='tflite')
+    with open(os.path.join(export_dir, export_module.SIDECAR_NAME)) as f:
+        meta = json.load(f)
+    calibration = tc.calibration_images(params.task.train_data,
+                                        [IMAGE_SIZE, IMAGE_SIZE], NUM_IMAGES)
+    pq = {}
+    for quant_type in ('none', 'int8_full_fp32_io'):
+        path = str(tmp_path / f'{quant_type}.tflite')
+        tc.export_tflite(os.path.join(export_dir, 'saved_model'), path,
+                         quant_type=quant_type, calibration=calibration,
+                         base_metadata=meta)
+        result = evaluate_lib.evaluate(
+            inference.load_predictor(path), str(tmp_path / quant_type),
+            params=params, show_progress=False)
+        pq[quant_type] = {g: result[g]['pq'] for g in ('All', 'Things',
+                                                       'Stuff')}
+    print(f'official PQ of the .tflite files: {pq}')
+    assert pq['none']['All'] > 0.3, pq
+    # Measured on 2026-11-25: float 48.6 / 27.5 / 75.7, int8 39.5 / 15.0 /
+    # 72.3 (All / Things / Stuff); this barely trained model sits close to
+    # the score thresholds (the 1500-step shapes model loses 0.4 PQ,
+    # benchmarks/RESULTS.md). A quantised tail scored 0.
+    assert pq['int8_full_fp32_io']['All'] > 0.7 * pq['none']['All'], pq
+    assert pq['int8_full_fp32_io']['Stuff'] > 0.8 * pq['none']['Stuff'], pq
+    assert pq['int8_full_fp32_io']['Things'] > 0.05, pq

@@ -111,6 +111,10 @@ def test_every_mode_converts_with_the_same_contract(exported, quant_type):
         # The default denylist keeps only the embedding einsum float.
         assert embedded['denylisted_ops'] == ['BATCH_MATMUL']
         assert [op.name for op in floats] == ['BATCH_MATMUL']
+        # The post-processing tail runs in float.
+        assert embedded['float_postprocessing'] is True
+        assert _tail_dtypes(ops) == {'float32'}
+        assert not tc.quantized_tail_ops(ops)
         quant = embedded['input']['quantization']
         if quant_type in INPUT_DTYPES:
             assert quant['dtype'] == np.dtype(INPUT_DTYPES[quant_type]).name
@@ -127,6 +131,33 @@ def test_every_mode_converts_with_the_same_contract(exported, quant_type):
             assert 'float16' in {t for op in ops for t in op.weights}
         if quant_type == 'default':
             assert 'int8' in weights  # dynamic range: int8 weights
+
+
+# Ops only the post-processing uses (peak test, top-K, areas, winners).
+TAIL_OPS = ('LOGISTIC', 'MAX_POOL_2D', 'TOPK_V2', 'ARG_MAX', 'SUM')
+
+
+def _tail_dtypes(ops):
+    return {op.inputs[0] for op in ops if op.name in TAIL_OPS and op.inputs}
+
+
+def test_quantised_tail_only_on_request(exported):
+    """float_postprocessing=False quantises the tail (the PQ-0 defect)."""
+    assert {op.name for op in tc.list_ops(tc.convert_saved_model(
+        exported['saved_model'], 'none'))} >= set(TAIL_OPS)
+    quantised = tc.convert_saved_model(
+        exported['saved_model'], 'int8_full_fp32_io', exported['calibration'],
+        denylisted_ops=['BATCH_MATMUL'], float_postprocessing=False)
+    assert _tail_dtypes(tc.list_ops(quantised)) == {'int8'}
+    assert tc.quantized_tail_ops(tc.list_ops(quantised))
+    names, types = tc.float_tail(tc.convert_saved_model(
+        exported['saved_model'], 'none'), ['BATCH_MATMUL'])
+    assert len(names) >= 40
+    assert all(export_module.POSTPROCESS_SCOPE in n or ':' in n
+               or 'einsum' in n for n in names), names
+    # Op types only the tail uses (the CNN has no top-K, argmax, one-hot).
+    assert {'TOPK_V2', 'ARG_MAX', 'ONE_HOT'} <= set(types)
+    assert not {'CONV_2D', 'ADD', 'MUL', 'RESIZE_BILINEAR'} & set(types)
 
 
 def test_full_int8_with_float_kernels_is_refused(exported):

@@ -47,6 +47,9 @@ OUTPUT_DTYPES = {'category_mask': tf.int32, 'instance_mask': tf.int32,
                  'mask_logits': tf.float32}
 LOGIT_OUTPUTS = ('class_heatmaps', 'mask_logits')
 SIDECAR_NAME = 'maskconver_export.json'
+# Name scope of the proposal extraction and panoptic merge in the exported
+# graph: the TFLite int8 modes keep the ops under it in float.
+POSTPROCESS_SCOPE = 'maskconver_postprocess'
 
 
 def input_stride(model_config) -> int:
@@ -317,14 +320,17 @@ class MaskConverModule(export_base.ExportModule):
             # Canvas = model input whatever the model's own merger says.
             heatmaps, centers, pixels = model.dense_outputs(images,
                                                             training=False)
-            proposals = model.proposal_generator(heatmaps)
+            with tf.name_scope(POSTPROCESS_SCOPE):
+                proposals = model.proposal_generator(heatmaps)
             mask_logits = model.mask_embedding_generator(
                 centers, pixels, proposals['center_indices'],
                 proposals['classes'])
             outputs = {'class_heatmaps': heatmaps, 'mask_logits': mask_logits}
-            outputs.update(merge_at_stride(
-                model, mask_logits, proposals['classes'], proposals['scores'],
-                self._input_image_size, self._merge_stride))
+            with tf.name_scope(POSTPROCESS_SCOPE):
+                outputs.update(merge_at_stride(
+                    model, mask_logits, proposals['classes'],
+                    proposals['scores'], self._input_image_size,
+                    self._merge_stride))
         names = list(OUTPUT_ORDER)
         if self._include_logits:
             names += list(LOGIT_OUTPUTS)

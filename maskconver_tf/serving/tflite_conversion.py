@@ -17,7 +17,9 @@ import glob
 import hashlib
 import json
 import os
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Union
+import re
+from typing import (Callable, Dict, Iterable, List, Optional, Sequence,
+                    Tuple, Union)
 
 import numpy as np
 import tensorflow as tf
@@ -45,6 +47,9 @@ KERNEL_OPS = ('CONV_2D', 'DEPTHWISE_CONV_2D', 'FULLY_CONNECTED',
 # reference kernel (7.9 ms vs 0.3 ms float at 256 px, benchmarks/RESULTS.md)
 # and its float output keeps the mask logits exact.
 DEFAULT_INT8_DENYLIST = ('BATCH_MATMUL',)
+# Ops that only move data: kept float when their input comes from a float op,
+# so a float result is not requantised on its way to the float tail.
+_LAYOUT_OPS = ('RESHAPE', 'TRANSPOSE', 'SQUEEZE', 'EXPAND_DIMS')
 METADATA_NAME = 'maskconver'
 _OP_NAMES = {v: k for k, v in vars(schema.BuiltinOperator).items()
              if not k.startswith('_')}
@@ -140,10 +145,68 @@ def _converter(saved_model_dir: str) -> tf.lite.TFLiteConverter:
     return converter
 
 
+def _postprocess_scope():
+    # TF uniquifies a reused scope name: scope/, scope_1/, ...
+    return re.compile(re.escape(export_module.POSTPROCESS_SCOPE) +
+                      r'(_\d+)?/')
+
+
+def float_tail(model: bytes, denylisted_ops: Sequence[str] = ()
+               ) -> Tuple[List[str], List[str]]:
+    """What a calibrated model keeps in float in the int8 modes.
+
+    The post-processing (ops under `export_module.POSTPROCESS_SCOPE`) counts
+    pixels, compares scores with thresholds, tests peaks for equality with
+    their max-pooled neighbourhood and one-hot encodes winners: in int8 those
+    tests are always false or saturate (measured: PQ 0 on a trained model
+    with 57.8 in float), and it is a small share of the time. Also kept
+    float: ops producing float graph outputs, and layout ops fed by a float
+    op (a denylisted op or another such layout op).
+
+    Args:
+      model: a calibrated (not yet quantised) flatbuffer.
+      denylisted_ops: TFLite op names that stay float.
+
+    Returns:
+      (node names, op names): the ops' location names (first output tensor
+      name) for `mlir_quantize(denylisted_nodes=...)`, and the op types that
+      occur only in the tail. The quantiser matches plain locations only, so
+      fused ops ('a;b') of the tail are kept float by their type.
+    """
+    m = _load(model)
+    graph = m.subgraphs[0]
+    outputs = set(graph.outputs)
+    scope = _postprocess_scope()
+    float_tensors = set()
+    names, tail_types, other_types = [], set(), set()
+    for op in graph.operators:
+        op_name = _opcode_name(m.operatorCodes[op.opcodeIndex])
+        out = op.outputs[0]
+        data_input = op.inputs[0] if len(op.inputs) else -1
+        in_scope = bool(scope.search(_tensor_name(graph.tensors[out])))
+        keep = (in_scope
+                or (out in outputs
+                    and graph.tensors[out].type == schema.TensorType.FLOAT32)
+                or (op_name in _LAYOUT_OPS and data_input in float_tensors))
+        if op_name in denylisted_ops or keep:
+            float_tensors.update(op.outputs)
+        if keep:
+            names.append(_tensor_name(graph.tensors[out]))
+        (tail_types if in_scope else other_types).add(op_name)
+    return names, sorted(tail_types - other_types)
+
+
+def quantized_tail_ops(ops: Sequence['OpInfo']) -> List['OpInfo']:
+    """Post-processing ops of a converted model that compute in int8."""
+    scope = _postprocess_scope()
+    return [op for op in ops if scope.search(op.output_name)
+            and 'int8' in op.inputs + op.outputs]
+
+
 def convert_saved_model(saved_model_dir: str, quant_type: str = 'none',
                         calibration: Optional[Sequence[np.ndarray]] = None,
-                        denylisted_ops: Optional[Sequence[str]] = None
-                        ) -> bytes:
+                        denylisted_ops: Optional[Sequence[str]] = None,
+                        float_postprocessing: bool = True) -> bytes:
     """Converts a SavedModel exported with input_type tflite and batch 1.
 
     Args:
@@ -152,6 +215,9 @@ def convert_saved_model(saved_model_dir: str, quant_type: str = 'none',
       calibration: float32 [H, W, 3] preprocessed images (int8 modes).
       denylisted_ops: TFLite op names (e.g. 'LOGISTIC', 'ARG_MAX') kept in
         float in the int8 modes.
+      float_postprocessing: int8 modes keep the post-processing tail in
+        float (`float_tail_nodes`); False quantises it too (it then scores
+        0 PQ: kept only to measure that).
 
     Returns:
       The converted flatbuffer (not yet `finalize`d).
@@ -187,9 +253,22 @@ def convert_saved_model(saved_model_dir: str, quant_type: str = 'none',
                   'int8_full_int8_io': tf.int8}.get(quant_type, tf.float32)
     # As TFLiteConverter._quantize does (fully_quantize would also make the
     # float outputs int8).
-    return lite_convert.mlir_quantize(
+    denylisted_ops = list(denylisted_ops or [])
+    nodes = []
+    if float_postprocessing:
+        nodes, tail_types = float_tail(calibrated, denylisted_ops)
+        denylisted_ops += [t for t in tail_types if t not in denylisted_ops]
+    model = lite_convert.mlir_quantize(
         calibrated, input_data_type=input_type, output_data_type=tf.float32,
-        denylisted_ops=list(denylisted_ops or []) or None)
+        denylisted_ops=denylisted_ops or None, denylisted_nodes=nodes or None)
+    if float_postprocessing:
+        bad = quantized_tail_ops(list_ops(model))
+        if bad:
+            raise ExportError(
+                'the post-processing should stay float but the quantiser '
+                f'made {len(bad)} op(s) int8: '
+                f'{[(op.name, op.output_name) for op in bad][:5]}')
+    return model
 
 
 # Inspection ------
@@ -202,6 +281,7 @@ class OpInfo:
     inputs: List[str]    # dtypes of the non-constant inputs
     weights: List[str]   # dtypes of constant inputs
     outputs: List[str]
+    output_name: str = ''  # name of the first output tensor
 
 
 def _load(model: Union[bytes, str]):
@@ -235,7 +315,9 @@ def list_ops(model: Union[bytes, str]) -> List[OpInfo]:
         custom = opcode.customCode
         ops.append(OpInfo(i, _opcode_name(opcode),
                           custom.decode() if isinstance(custom, bytes)
-                          else (custom or ''), inputs, weights, outputs))
+                          else (custom or ''), inputs, weights, outputs,
+                          _tensor_name(graph.tensors[op.outputs[0]])
+                          if len(op.outputs) else ''))
     return ops
 
 
@@ -383,14 +465,16 @@ def export_tflite(saved_model_dir: str, tflite_path: str, *,
                   calibration: Optional[Sequence[np.ndarray]] = None,
                   denylisted_ops: Optional[Sequence[str]] = None,
                   base_metadata: Optional[dict] = None,
-                  calibration_source: str = '') -> dict:
+                  calibration_source: str = '',
+                  float_postprocessing: bool = True) -> dict:
     """Converts, checks, finalises and writes `tflite_path` + its sidecar.
 
     Args:
       saved_model_dir: `export_dir/saved_model` of an export with
         input_type tflite and batch size 1.
       tflite_path: output .tflite; the sidecar is `<path without .tflite>.json`.
-      quant_type, calibration: see `convert_saved_model`.
+      quant_type, calibration, float_postprocessing: see
+        `convert_saved_model`.
       denylisted_ops: ops kept float in the int8 modes; None =
         DEFAULT_INT8_DENYLIST, [] = quantise everything that can be.
       base_metadata: the SavedModel sidecar dict (labels, normalisation, ...).
@@ -411,7 +495,7 @@ def export_tflite(saved_model_dir: str, tflite_path: str, *,
                           '--input_type tflite --batch_size 1 (got '
                           f'{base.get("input")})')
     model = convert_saved_model(saved_model_dir, quant_type, calibration,
-                                denylisted_ops)
+                                denylisted_ops, float_postprocessing)
     ops = check_model(model, quant_type, denylisted_ops or ())
     uses_calibration = quant_type in INT8_TYPES
     metadata = dict(base)
@@ -420,6 +504,8 @@ def export_tflite(saved_model_dir: str, tflite_path: str, *,
         'calibration_images': len(calibration) if uses_calibration else 0,
         'calibration_source': calibration_source if uses_calibration else '',
         'denylisted_ops': list(denylisted_ops or []),
+        'float_postprocessing': bool(float_postprocessing
+                                     and uses_calibration),
         'op_histogram': op_histogram(ops),
     })
     metadata['input'] = dict(metadata.get('input', {}))
