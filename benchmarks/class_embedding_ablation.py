@@ -3,7 +3,7 @@ r"""Class-embedding ablation: the shapes recipe with class embeddings off vs on.
 MaskConver adds a class embedding to each center's mask embedding so that a
 ring and a disc sharing one center still get different masks. This trains
 `maskconver_shapes` twice through the train CLI (identical recipe and data,
-`task.model.use_class_embedding` false / true), scores both checkpoints with
+`task.model.mask_embedding.use_class_embedding` false / true), scores both checkpoints with
 official PQ on val, and reports PQ_th on all val images and on the
 concentric ring/disc pairs alone.
 
@@ -125,7 +125,8 @@ class Ablation:
         self.train_steps = train_steps
 
     def overrides(self, arm):
-        extra = {'task.model.use_class_embedding': str(arm == 'on').lower()}
+        extra = {'task.model.mask_embedding.use_class_embedding':
+                 str(arm == 'on').lower()}
         if self.train_steps:
             extra.update({
                 'trainer.train_steps': self.train_steps,
@@ -170,7 +171,8 @@ def _check_use_class_embedding(model_dir, arm):
     """The run's params.yaml must say the arm it is used for."""
     import yaml
     with open(os.path.join(model_dir, 'params.yaml')) as f:
-        value = yaml.safe_load(f)['task']['model']['use_class_embedding']
+        value = yaml.safe_load(f)['task']['model']['mask_embedding'][
+            'use_class_embedding']
     if value != (arm == 'on'):
         raise SystemExit(f'{model_dir}/params.yaml has use_class_embedding '
                          f'{value}, not the {arm!r} arm')

@@ -92,3 +92,17 @@ def test_merged_ring_and_disc_lose_the_disc(dataset, tmp_path):
                  (tp + 0.5 * (n - tp) + 0.5 * (n - tp)))
     assert ring['pq'] == pytest.approx(want_ring)
     assert result['pq'] == pytest.approx(want_ring / 2)
+
+
+def test_arm_overrides_apply_to_the_experiment(tmp_path):
+    from maskconver_tf import registry_imports  # noqa: F401
+    from maskconver_tf.serving import export_module
+    runner = ablation.Ablation(str(tmp_path), train_steps=40)
+    for arm, want in (('off', False), ('on', True)):
+        params = export_module.load_params(
+            'maskconver_shapes', [runner.demo.config_file],
+            runner.overrides(arm))
+        assert params.task.model.mask_embedding.use_class_embedding is want
+        assert params.trainer.train_steps == 40
+        assert params.task.train_data.input_path == str(
+            tmp_path / 'tfrecords' / 'train*')
