@@ -160,6 +160,23 @@ def test_quantised_tail_only_on_request(exported):
     assert not {'CONV_2D', 'ADD', 'MUL', 'RESIZE_BILINEAR'} & set(types)
 
 
+def test_cnn_alone_is_fully_int8(exported):
+    """Without the post-processing scope nothing but the denylist is float."""
+    import os
+    import sys
+    sys.path.insert(0, os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__))))
+    from benchmarks import tflite_matrix
+    path = str(exported['root'] / 'cnn_only')
+    tflite_matrix.save_cnn(exported['module'].model, SIZE, path, split=False)
+    names, types = tc.float_tail(tc.convert_saved_model(path, 'none'))
+    assert names == [] and types == []
+    model = tc.convert_saved_model(path, 'int8_full_fp32_io',
+                                   exported['calibration'])
+    ops = tc.check_model(model, 'int8_full_fp32_io')
+    assert not tc.float_kernels(ops) and len(tc.int8_kernels(ops)) >= 70
+
+
 def test_full_int8_with_float_kernels_is_refused(exported):
     model = tc.convert_saved_model(exported['saved_model'], 'int8_full',
                                    exported['calibration'],

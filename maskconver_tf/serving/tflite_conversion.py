@@ -160,8 +160,9 @@ def float_tail(model: bytes, denylisted_ops: Sequence[str] = ()
     their max-pooled neighbourhood and one-hot encodes winners: in int8 those
     tests are always false or saturate (measured: PQ 0 on a trained model
     with 57.8 in float), and it is a small share of the time. Also kept
-    float: ops producing float graph outputs, and layout ops fed by a float
-    op (a denylisted op or another such layout op).
+    float: ops producing float graph outputs from float inputs, and layout
+    ops fed by a float op (a denylisted op or another such layout op). A
+    graph without the scope (the CNN alone) keeps only denylisted ops float.
 
     Args:
       model: a calibrated (not yet quantised) flatbuffer.
@@ -184,8 +185,9 @@ def float_tail(model: bytes, denylisted_ops: Sequence[str] = ()
         out = op.outputs[0]
         data_input = op.inputs[0] if len(op.inputs) else -1
         in_scope = bool(scope.search(_tensor_name(graph.tensors[out])))
+        from_float = any(t in float_tensors for t in op.inputs)
         keep = (in_scope
-                or (out in outputs
+                or (out in outputs and from_float
                     and graph.tensors[out].type == schema.TensorType.FLOAT32)
                 or (op_name in _LAYOUT_OPS and data_input in float_tensors))
         if op_name in denylisted_ops or keep:
