@@ -218,7 +218,7 @@ def convert_saved_model(saved_model_dir: str, quant_type: str = 'none',
       denylisted_ops: TFLite op names (e.g. 'LOGISTIC', 'ARG_MAX') kept in
         float in the int8 modes.
       float_postprocessing: int8 modes keep the post-processing tail in
-        float (`float_tail_nodes`); False quantises it too (it then scores
+        float (`float_tail`); False quantises it too (it then scores
         0 PQ: kept only to measure that).
 
     Returns:
