@@ -211,12 +211,9 @@ def build_multiscale_targets(category, instance, is_thing_channel,
     slot_is_thing = slots(tf.gather(is_thing_segment, segment), False)
     slot_real = tf.range(num_instances) < num_real
 
-    s = mask_target_stride
-    sub_category = category[s // 2::s, s // 2::s, tf.newaxis]
-    sub_instance = instance[s // 2::s, s // 2::s, tf.newaxis]
-    masks = tf.where(slot_is_thing, tf.equal(sub_instance, slot_keys),
-                     tf.equal(sub_category, slot_keys))
-    masks = tf.where(slot_real, tf.cast(masks, tf.float32), -1.0)
+    masks = target_ops.slot_masks(category, instance, slot_keys,
+                                  slot_is_thing, slot_real,
+                                  mask_target_stride)
     n = num_cells(height, width, min_level, max_level)
     return {
         'heatmaps': tf.stop_gradient(tf.ensure_shape(heatmaps,
@@ -225,7 +222,8 @@ def build_multiscale_targets(category, instance, is_thing_channel,
         'center_levels': tf.ensure_shape(slot_levels, [num_instances]),
         'center_indices': tf.ensure_shape(slot_indices, [num_instances]),
         'masks': tf.ensure_shape(
-            masks, [height // s, width // s, num_instances]),
+            masks, [height // mask_target_stride, width // mask_target_stride,
+                    num_instances]),
         'mask_weights': tf.cast(slot_real, tf.float32),
         'num_instances': num_real,
         'num_dropped_segments': num_pairs - num_real,

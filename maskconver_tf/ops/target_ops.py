@@ -246,6 +246,31 @@ def box_centers_and_sizes(boxes, stride):
     return centers, sizes
 
 
+def slot_masks(category, instance, slot_keys, slot_is_thing, slot_real,
+               stride):
+    """Binary mask targets of the K slots, sampled every `stride` pixels.
+
+    A thing slot's mask is its instance id, a stuff slot's its whole class
+    mask (the key compared with the category map).
+
+    Args:
+      category, instance: int [H, W] maps (the keys' id spaces).
+      slot_keys: int [K] instance id (things) or category id (stuff).
+      slot_is_thing, slot_real: bool [K].
+      stride: int, sample pixel (s // 2 + s * i, s // 2 + s * j).
+
+    Returns:
+      float32 [H / s, W / s, K]: 0 / 1, -1 in padding slots.
+    """
+    sub_category = category[stride // 2::stride, stride // 2::stride,
+                            tf.newaxis]
+    sub_instance = instance[stride // 2::stride, stride // 2::stride,
+                            tf.newaxis]
+    masks = tf.where(slot_is_thing, tf.equal(sub_instance, slot_keys),
+                     tf.equal(sub_category, slot_keys))
+    return tf.where(slot_real, tf.cast(masks, tf.float32), -1.0)
+
+
 def build_targets(category, instance, is_thing_channel, num_classes, level=3,
                   num_instances=50, gaussian_iou=0.7, max_num_stuff_centers=1,
                   min_stuff_area=1024, stuff_dilation=61,
@@ -318,17 +343,14 @@ def build_targets(category, instance, is_thing_channel, num_classes, level=3,
     cells = tf.cast(tf.floor(centers[:num_real]), tf.int32)
     center_indices = tf.pad(cells, pad + [[0, 0]])
 
-    s = mask_target_stride
-    sub_category = category[s // 2::s, s // 2::s, tf.newaxis]
-    sub_instance = instance[s // 2::s, s // 2::s, tf.newaxis]
-    masks = tf.where(slot_is_thing, tf.equal(sub_instance, slot_keys),
-                     tf.equal(sub_category, slot_keys))
-    masks = tf.where(slot_real, tf.cast(masks, tf.float32), -1.0)
+    masks = slot_masks(category, instance, slot_keys, slot_is_thing,
+                       slot_real, mask_target_stride)
     return {
         'heatmaps': tf.stop_gradient(heatmaps),
         'classes': tf.ensure_shape(slot_classes, [num_instances]),
         'masks': tf.ensure_shape(
-            masks, [height // s, width // s, num_instances]),
+            masks, [height // mask_target_stride, width // mask_target_stride,
+                    num_instances]),
         'mask_weights': tf.cast(slot_real, tf.float32),
         'center_indices': tf.ensure_shape(center_indices, [num_instances, 2]),
         'num_instances': num_real,
