@@ -107,15 +107,15 @@ class MaskConverTask(base_task.Task):
         logging.info('Restored %s from %s', modules, path)
 
     # Data -------------------------------------------------------------------
-    def build_parser(self, params: task_cfg.DataConfig):
+    def parser_kwargs(self, params: task_cfg.DataConfig) -> dict:
+        """Parser arguments both parsers share (model, descriptor, config)."""
         model_config = self.task_config.model
         p = params.parser
-        return maskconver_input.Parser(
+        return dict(
             output_size=list(model_config.input_size[:2]),
             num_classes=model_config.num_classes,
             id_to_channel=self.descriptor.id_to_channel.tolist(),
             is_thing_channel=self.descriptor.is_thing_channel.tolist(),
-            level=model_config.level,
             num_instances=model_config.num_instances,
             gaussian_iou=p.gaussian_iou,
             max_num_stuff_centers=p.max_num_stuff_centers,
@@ -130,6 +130,10 @@ class MaskConverTask(base_task.Task):
             segmentation_groundtruth_padded_size=(
                 list(p.segmentation_groundtruth_padded_size) or None),
             dtype=p.dtype)
+
+    def build_parser(self, params: task_cfg.DataConfig):
+        return maskconver_input.Parser(level=self.task_config.model.level,
+                                       **self.parser_kwargs(params))
 
     def build_inputs(self, params: task_cfg.DataConfig,
                      input_context: Optional[tf.distribute.InputContext] = None):

@@ -80,32 +80,15 @@ class MultiScaleMaskConverTask(maskconver.MaskConverTask):
         model_config = self.task_config.model
         p = params.parser
         return multiscale_maskconver_input.Parser(
-            output_size=list(model_config.input_size[:2]),
-            num_classes=model_config.num_classes,
-            id_to_channel=self.descriptor.id_to_channel.tolist(),
-            is_thing_channel=self.descriptor.is_thing_channel.tolist(),
             min_level=model_config.min_level,
             max_level=model_config.max_level,
             fpn_low_range=list(p.fpn_low_range),
             fpn_high_range=list(p.fpn_high_range),
-            num_instances=model_config.num_instances,
-            gaussian_iou=p.gaussian_iou,
             stuff_centers=p.stuff_centers,
-            max_num_stuff_centers=p.max_num_stuff_centers,
-            min_stuff_area=p.min_stuff_area,
-            stuff_dilation=p.stuff_dilation,
-            center_type=p.center_type,
-            mask_target_stride=p.mask_target_stride,
-            aug_rand_hflip=p.aug_rand_hflip,
-            aug_scale_min=p.aug_scale_min,
-            aug_scale_max=p.aug_scale_max,
-            aug_type=p.aug_type,
             copypaste_frequency=p.copypaste_frequency,
             copypaste_aug_scale_min=p.copypaste_aug_scale_min,
             copypaste_aug_scale_max=p.copypaste_aug_scale_max,
-            segmentation_groundtruth_padded_size=(
-                list(p.segmentation_groundtruth_padded_size) or None),
-            dtype=p.dtype)
+            **self.parser_kwargs(params))
 
     def build_sample_fn(self, params: ms_cfg.MultiScaleDataConfig):
         """Copy-paste pairs each training sample with a shuffled second one."""
