@@ -25,7 +25,6 @@ embeddings-on run (e.g. the demo's) instead of training that arm again.
 """
 
 import argparse
-import copy
 import json
 import os
 import sys
@@ -231,7 +230,7 @@ def main(argv=None):
                         ablation.demo.timings.items()) + '.')
     print('\n'.join(lines + ['', note]))
     with open(os.path.join(args.work_dir, 'ablation.json'), 'w') as f:
-        json.dump(copy.deepcopy(results), f, indent=1, default=str)
+        json.dump(results, f, indent=1, default=str)
     if args.record:
         from benchmarks import results_io
         results_io.append_section(
