@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 import tensorflow as tf
+import tf_keras
 from PIL import Image
 
 from maskconver_tf import registry_imports  # noqa: F401
@@ -204,15 +205,68 @@ def test_split_depthwise_conv_equals_the_conv(kernel_size, max_piece):
     np.testing.assert_allclose(got, want, atol=1e-4)
 
 
+def _randomize_batch_norms(model, seed):
+    """Gives every BatchNorm statistics far from the identity; returns the
+    old values. Channel scales spread over two decades, as in trained heads."""
+    rng = np.random.RandomState(seed)
+    saved = []
+    for layer in model.submodules:
+        if isinstance(layer, (
+                tf_keras.layers.BatchNormalization,
+                tf_keras.layers.experimental.SyncBatchNormalization)):
+            for var in layer.weights:
+                saved.append((var, var.numpy()))
+                shape = var.shape
+                if 'variance' in var.name:
+                    var.assign(10.0 ** rng.uniform(-2, 1, shape))
+                elif 'gamma' in var.name:
+                    var.assign(rng.uniform(0.5, 2.0, shape))
+                else:
+                    var.assign(rng.randn(*shape))
+    assert saved
+    return saved
+
+
 def test_split_large_depthwise_scope_keeps_the_function(model):
     x = tf.constant(np.random.RandomState(0).randn(1, SIZE, SIZE, 3),
                     tf.float32)
-    want = model(x, training=False)
-    with export_module.split_large_depthwise(model) as count:
-        # 3 heads x 2 towers of 7x7; ASPP's dilated 3x3 are left alone.
-        assert count == 6
-        got = model(x, training=False)
+    saved = _randomize_batch_norms(model, 1)
+    try:
+        want = model(x, training=False)
+        with export_module.split_large_depthwise(model) as count:
+            # 3 heads x 2 towers of 7x7; ASPP's dilated 3x3 are left alone.
+            assert count == 6
+            # Each split conv carries the BatchNorm after it.
+            folded = [layer for layer in model.submodules
+                      if 'tower_depthwise_norm' in layer.name
+                      and 'call' in vars(layer)]
+            assert len(folded) == 6
+            got = model(x, training=False)
+    finally:
+        for var, value in saved:
+            var.assign(value)
     for key in ('class_heatmaps', 'mask_logits'):
-        np.testing.assert_allclose(got[key], want[key], atol=1e-4)
+        scale = np.abs(np.asarray(want[key])).max()
+        np.testing.assert_allclose(got[key], want[key], atol=1e-5 * scale)
     # Restored: no layer keeps the patched call.
     assert not any('call' in vars(layer) for layer in model.submodules)
+
+
+def test_fold_batch_norm_matches_depthwise_then_norm():
+    rng = np.random.RandomState(2)
+    conv = tf_keras.layers.DepthwiseConv2D(7, padding='same', use_bias=False,
+                                           depth_multiplier=2)
+    norm = tf_keras.layers.BatchNormalization(epsilon=1e-3)
+    x = tf.constant(rng.randn(1, 9, 11, 3), tf.float32)
+    norm(conv(x))
+    norm.set_weights([rng.uniform(0.5, 2, 6), rng.randn(6), rng.randn(6),
+                      10.0 ** rng.uniform(-2, 1, 6)])
+    want = norm(conv(x), training=False)
+    kernel, bias = export_module.fold_batch_norm(conv, norm)
+    got = export_module.split_depthwise_conv(x, kernel, 4, bias)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match='cannot fold'):
+        export_module.fold_batch_norm(
+            conv, tf_keras.layers.LayerNormalization())
+
+

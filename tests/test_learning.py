@@ -145,10 +145,12 @@ def test_int8_tflite_keeps_the_float_pq(trained, tmp_path):
                                                        'Stuff')}
     print(f'official PQ of the .tflite files: {pq}')
     assert pq['none']['All'] > 0.3, pq
-    # Measured on 2026-11-25: float 48.6 / 27.5 / 75.7, int8 39.5 / 15.0 /
-    # 72.3 (All / Things / Stuff); this barely trained model sits close to
-    # the score thresholds (the 1500-step shapes model loses 0.4 PQ,
-    # benchmarks/RESULTS.md). A quantised tail scored 0.
-    assert pq['int8_full_fp32_io']['All'] > 0.7 * pq['none']['All'], pq
-    assert pq['int8_full_fp32_io']['Stuff'] > 0.8 * pq['none']['Stuff'], pq
-    assert pq['int8_full_fp32_io']['Things'] > 0.05, pq
+    # Measured on 2026-11-25 with BatchNorm folded into the split 7x7
+    # convs: float 46.7 / 24.2 / 76.7, int8 45.3 / 22.0 / 76.4 (All /
+    # Things / Stuff); four more such models lost 0.0-2.2 All and kept
+    # 80-98% of Things. Unfolded, int8 kept 29.9 / 6.3 / 61.4 of 44.4 /
+    # 21.9 / 74.4; a quantised tail scored 0.
+    int8, flt = pq['int8_full_fp32_io'], pq['none']
+    assert int8['All'] > flt['All'] - 0.05, pq
+    assert int8['Stuff'] > flt['Stuff'] - 0.05, pq
+    assert int8['Things'] > 0.6 * flt['Things'], pq

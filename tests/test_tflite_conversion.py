@@ -177,6 +177,22 @@ def test_cnn_alone_is_fully_int8(exported):
     assert not tc.float_kernels(ops) and len(tc.int8_kernels(ops)) >= 70
 
 
+def test_split_heads_carry_their_batch_norm(exported):
+    """The split 7x7 convs hold the BatchNorm after them, so int8 quantises
+    normalised sums: no separate norm MUL/ADD, and the ReLU fused into the
+    last partial sum of each conv."""
+    ops = tc.list_ops(tc.convert_saved_model(
+        exported['saved_model'], 'int8_full_fp32_io', exported['calibration']))
+    tower = [op for op in ops if 'tower_depthwise_' in op.output_name]
+    assert not [op for op in tower if 'tower_depthwise_norm' in op.output_name
+                and op.name in ('MUL', 'ADD')]
+    pieces = [op for op in tower if op.name == 'DEPTHWISE_CONV_2D']
+    # 3 heads x 2 towers x 4 pieces, all int8.
+    assert len(pieces) == 24 and all(op.outputs == ['int8'] for op in pieces)
+    assert sum(op.name == 'ADD' and 'Relu' in op.output_name
+               for op in tower) == 6
+
+
 def test_full_int8_with_float_kernels_is_refused(exported):
     model = tc.convert_saved_model(exported['saved_model'], 'int8_full',
                                    exported['calibration'],

@@ -157,8 +157,8 @@ def _piece_bounds(size: int, max_piece: int):
     return [(s, min(size, s + max_piece)) for s in range(0, size, max_piece)]
 
 
-def split_depthwise_conv(x: tf.Tensor, kernel: tf.Tensor, max_piece: int = 4
-                         ) -> tf.Tensor:
+def split_depthwise_conv(x: tf.Tensor, kernel: tf.Tensor, max_piece: int = 4,
+                         bias: Optional[tf.Tensor] = None) -> tf.Tensor:
     """SAME, stride-1 depthwise conv as a sum of small-kernel convs.
 
     The k x k kernel is cut into rectangles of at most max_piece x max_piece
@@ -172,6 +172,8 @@ def split_depthwise_conv(x: tf.Tensor, kernel: tf.Tensor, max_piece: int = 4
       x: float [B, H, W, C] with static H, W.
       kernel: [kh, kw, C, M] depthwise kernel.
       max_piece: largest piece side.
+      bias: optional [C * M], added to the first piece (TFLite fuses it into
+        that conv instead of adding one more int8 requantisation).
 
     Returns:
       float [B, H, W, C * M].
@@ -188,15 +190,61 @@ def split_depthwise_conv(x: tf.Tensor, kernel: tf.Tensor, max_piece: int = 4
                             c0:c0 + w + c1 - c0 - 1, :]
             y = tf.nn.depthwise_conv2d(window, kernel[r0:r1, c0:c1],
                                        [1, 1, 1, 1], 'VALID')
-            out = y if out is None else out + y
+            if out is None:
+                out = y if bias is None else tf.nn.bias_add(y, bias)
+            else:
+                out += y
     return out
 
 
 def _split_depthwise_call(layer, max_piece, inputs):
-    outputs = split_depthwise_conv(inputs, layer.depthwise_kernel, max_piece)
-    if layer.use_bias:
-        outputs = tf.nn.bias_add(outputs, layer.bias)
+    outputs = split_depthwise_conv(inputs, layer.depthwise_kernel, max_piece,
+                                   layer.bias if layer.use_bias else None)
     return layer.activation(outputs) if layer.activation else outputs
+
+
+def _is_batch_norm(layer) -> bool:
+    return isinstance(layer, (
+        tf_keras.layers.BatchNormalization,
+        tf_keras.layers.experimental.SyncBatchNormalization))
+
+
+def fold_batch_norm(layer: tf_keras.layers.DepthwiseConv2D,
+                    norm: tf_keras.layers.Layer):
+    """(kernel [kh, kw, C, M], bias [C * M]) of depthwise -> inference BN."""
+    if (layer.use_bias or layer.activation not in (None,
+                                                   tf_keras.activations.linear)
+            or not _is_batch_norm(norm) or norm.axis not in ([-1], [3])):
+        raise ValueError(f'cannot fold {norm.name} into {layer.name}: '
+                         'expected a bias-free linear depthwise conv followed '
+                         'by a channel-last BatchNormalization')
+    scale = tf.math.rsqrt(norm.moving_variance + norm.epsilon)
+    if norm.scale:
+        scale *= norm.gamma
+    offset = -norm.moving_mean * scale
+    if norm.center:
+        offset += norm.beta
+    kernel = layer.depthwise_kernel
+    return kernel * tf.reshape(scale, [1, 1] + kernel.shape[2:]), offset
+
+
+def _split_folded_call(layer, norm, max_piece, inputs):
+    kernel, bias = fold_batch_norm(layer, norm)
+    return split_depthwise_conv(inputs, kernel, max_piece, bias)
+
+
+def _inference_identity(inputs, training=None):
+    del training
+    return inputs
+
+
+def _splittable(layer, max_kernel: int) -> bool:
+    return (isinstance(layer, tf_keras.layers.DepthwiseConv2D)
+            and max(layer.kernel_size) > max_kernel
+            and tuple(layer.strides) == (1, 1)
+            and tuple(layer.dilation_rate) == (1, 1)
+            and layer.padding == 'same'
+            and layer.data_format == 'channels_last')
 
 
 @contextlib.contextmanager
@@ -205,22 +253,40 @@ def split_large_depthwise(model: tf_keras.Model, max_kernel: int = 5,
     """Within the scope, k x k depthwise layers (k > max_kernel, SAME,
     stride 1, no dilation) of `model` compute `split_depthwise_conv`.
 
+    A split layer that a submodule's `depthwise_norm_pairs()` pairs with
+    the BatchNormalization right after it gets that norm folded into its
+    pieces (the norm becomes the identity): int8 then quantises the
+    normalised sum, not the raw per-piece sums whose channel ranges differ
+    by orders of magnitude (unfolded, the int8 .tflite of a trained shapes
+    model lost 20 PQ of 36; folded it matches the unsplit conv). Inference
+    only: the folded call ignores `training`.
+
     Used while the export traces its graph; the layers and weights are
     unchanged (checkpoints still match). Yields the number of layers split.
     """
-    patched = []
+    folds = {}
+    for module in model.submodules:
+        for layer, norm in getattr(module, 'depthwise_norm_pairs',
+                                   lambda: [])():
+            if _splittable(layer, max_kernel) and _is_batch_norm(norm):
+                folds[id(layer)] = norm
+    patched, num_split = [], 0
     for layer in model.submodules:
-        if (isinstance(layer, tf_keras.layers.DepthwiseConv2D)
-                and max(layer.kernel_size) > max_kernel
-                and tuple(layer.strides) == (1, 1)
-                and tuple(layer.dilation_rate) == (1, 1)
-                and layer.padding == 'same'
-                and layer.data_format == 'channels_last'):
+        if not _splittable(layer, max_kernel):
+            continue
+        num_split += 1
+        norm = folds.get(id(layer))
+        if norm is None:
             layer.call = functools.partial(_split_depthwise_call, layer,
                                            max_piece)
-            patched.append(layer)
+        else:
+            layer.call = functools.partial(_split_folded_call, layer, norm,
+                                           max_piece)
+            norm.call = _inference_identity
+            patched.append(norm)
+        patched.append(layer)
     try:
-        yield len(patched)
+        yield num_split
     finally:
         for layer in patched:
             del layer.call

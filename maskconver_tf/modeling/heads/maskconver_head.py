@@ -147,6 +147,11 @@ class MaskConverHead(tf_keras.layers.Layer):
             return x + y
         return tf.concat([x, y], axis=-1)
 
+    def depthwise_norm_pairs(self):
+        """(DepthwiseConv2D, its norm) pairs; the norm takes the conv's
+        output directly (the export folds BatchNorm into split kernels)."""
+        return list(zip(self._depthwise_convs, self._depthwise_norms))
+
     def call(self, inputs: Sequence[Features], training=None):
         x = self.fuse(inputs, training=training)
         for i in range(self._num_convs):
