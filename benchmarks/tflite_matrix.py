@@ -2,7 +2,8 @@ r"""Latency matrix of the reference mobile model: sizes x graph x precision x de
 
 Example:
   python benchmarks/tflite_matrix.py --sizes 256,640 --work_dir /tmp/mc_matrix \
-    [--checkpoint_path CKPT] [--build_only] [--record]
+    [--checkpoint_path CKPT] [--graphs full_s4_split,cnn_split] \
+    [--xnnpack on|off|both] [--build_only] [--record]
 
 For each input size: exports the mobile model (experiment
 maskconver_mobilenet_mh_coco) as a tflite-type SavedModel, converts
@@ -10,13 +11,18 @@ maskconver_mobilenet_mh_coco) as a tflite-type SavedModel, converts
 - "cnn": backbone + ASPP + heads only (outputs heatmaps and embeddings),
 - "full s<k>": the whole pipeline with in-graph post-processing (merge
   stride k, see `export_module.merge_at_stride`),
-- "split": the heads' 7x7 depthwise convs traced as 4x4 / 4x3 / 3x4 / 3x3
-  pieces (`export_module.split_large_depthwise`, same function),
+- "split": the heads' 7x7 depthwise convs traced as 7x3 + 7x3 + 7x1 tiles
+  with their BatchNorm folded in (`export_module.split_large_depthwise`,
+  same function),
 in float32, fp16 and int8 (int8_full_fp32_io), and times each with
 `benchmarks/latency.py` with XNNPACK on and off. Calibration uses images
-of the built-in shapes set (latency does not depend on the weights' values;
-accuracy numbers need the experiment's data). Without a checkpoint the
-weights are the initial ones, which is fine for latency only.
+of the built-in shapes set (accuracy numbers need the experiment's data).
+Without a checkpoint the weights are the initial ones with BatchNorm
+statistics re-estimated on the calibration images (`reestimate_batch_norm`):
+latency depends on the int8 scales, and the initial statistics make
+activations vanish (scales ~1e-8 next to ~1e-4), so XNNPACK refuses the
+heads' fusion ADDs (input/output scale ratio below 2^-10) and the runtime
+falls back to a kernel 18x slower.
 """
 
 import argparse
@@ -29,6 +35,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import tensorflow as tf  # noqa: E402
+import tf_keras  # noqa: E402
 
 from benchmarks import latency  # noqa: E402
 from maskconver_tf import registry_imports  # noqa: E402,F401
@@ -82,6 +89,33 @@ GRAPHS = (('full s1 split', 1, True, ('float32', 'fp16', 'int8')),
           ('cnn split', None, True, ('float32', 'int8')))
 
 
+def reestimate_batch_norm(model, images):
+    """Sets every BatchNorm's moving statistics to those of `images`.
+
+    One training-mode pass of the CNN with momentum 0: each norm then
+    normalises as it would after training on such images. Weights are
+    unchanged. Args: model, a MaskConverModel; images, float32 [H, W, 3]
+    preprocessed.
+    """
+    norms = [layer for layer in model.submodules
+             if isinstance(layer, (
+                 tf_keras.layers.BatchNormalization,
+                 tf_keras.layers.experimental.SyncBatchNormalization))]
+    momenta = [norm.momentum for norm in norms]
+    for norm in norms:
+        norm.momentum = 0.0
+    try:
+        model.dense_outputs(tf.stack(images), training=True)
+    finally:
+        for norm, momentum in zip(norms, momenta):
+            norm.momentum = momentum
+    return len(norms)
+
+
+def _tag(graph):
+    return graph.replace(' ', '_')
+
+
 def build_models(size, work_dir, checkpoint_path, calibration,
                  graphs=GRAPHS):
     """Writes the .tflite files of one size; returns [(graph, label, path)]."""
@@ -89,8 +123,15 @@ def build_models(size, work_dir, checkpoint_path, calibration,
     quant = dict(PRECISIONS)
     out = []
     model = None
+    if checkpoint_path is None:
+        model = export_module.MaskConverModule(
+            params, batch_size=1, input_image_size=[size, size],
+            input_type='tflite').model
+        count = reestimate_batch_norm(model, calibration)
+        print(f'initial weights, statistics of {count} BatchNorms '
+              f're-estimated on {len(calibration)} images', flush=True)
     for graph, stride, split, labels in graphs:
-        tag = graph.replace(' ', '_')
+        tag = _tag(graph)
         export_dir = os.path.join(work_dir, f'export_{size}_{tag}')
         if stride is not None:
             module = export_module.export_saved_model(
@@ -136,22 +177,40 @@ def main(argv=None):
     parser.add_argument('--num_threads', type=int, default=2)
     parser.add_argument('--num_runs', type=int, default=30)
     parser.add_argument('--calibration_steps', type=int, default=16)
+    parser.add_argument('--graphs', default=None,
+                        help='comma-separated graph tags (default all): ' +
+                        ', '.join(_tag(g[0]) for g in GRAPHS))
+    parser.add_argument('--xnnpack', choices=('on', 'off', 'both'),
+                        default='both')
     parser.add_argument('--build_only', action='store_true',
                         help='convert only (time later, on a quiet machine)')
     parser.add_argument('--record', action='store_true',
                         help='append the table to benchmarks/RESULTS.md')
     args = parser.parse_args(argv)
+    graphs = GRAPHS
+    if args.graphs:
+        wanted = args.graphs.split(',')
+        unknown = set(wanted) - {_tag(g[0]) for g in GRAPHS}
+        if unknown:
+            parser.error(f'--graphs: unknown {sorted(unknown)}; expected '
+                         f'{[_tag(g[0]) for g in GRAPHS]}')
+        graphs = tuple(g for g in GRAPHS if _tag(g[0]) in wanted)
+        if graphs[0][1] is None:
+            parser.error('--graphs: the CNN graphs come from a full graph; '
+                         'list one (e.g. full_s4_split) too')
+    delegates = {'on': (True,), 'off': (False,), 'both': (True, False)}[
+        args.xnnpack]
     os.makedirs(args.work_dir, exist_ok=True)
     rows = []
     for size in [int(s) for s in args.sizes.split(',')]:
         calibration = shapes_calibration(size, args.calibration_steps,
                                          args.work_dir)
         paths = build_models(size, args.work_dir, args.checkpoint_path,
-                             calibration)
+                             calibration, graphs)
         if args.build_only:
             continue
         for graph, label, path in paths:
-            for xnnpack in (True, False):
+            for xnnpack in delegates:
                 r = latency.benchmark(path, args.num_threads, args.num_runs,
                                       use_xnnpack=xnnpack)
                 rows.append((size, graph, label, xnnpack, r))
@@ -176,14 +235,17 @@ def main(argv=None):
             'above ~1 the means are inflated by other processes and "min" '
             'is the better estimate. int8 = int8_full_fp32_io with the '
             'default denylist (BATCH_MATMUL float); split = 7x7 depthwise '
-            'as 4x4/4x3/3x4/3x3 pieces; s4 = merge on a 4x coarser canvas.')
+            'as 7x3 + 7x3 + 7x1 tiles, BatchNorm folded in; s4 = merge on a 4x coarser canvas.')
     print(note)
     if args.record:
         from benchmarks import results_io
         results_io.append_section(
             f'TFLite latency matrix, reference mobile model '
             f'({args.num_threads} threads, {args.num_runs} runs, random '
-            'inputs, initial weights)', lines + ['', note])
+            'inputs, ' + ('initial weights, BatchNorm re-estimated)'
+                          if args.checkpoint_path is None else
+                          f'checkpoint {args.checkpoint_path})'),
+            lines + ['', note])
 
 
 if __name__ == '__main__':

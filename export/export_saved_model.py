@@ -44,9 +44,11 @@ flags.DEFINE_bool('include_logits', False, 'Also output class_heatmaps and '
 flags.DEFINE_integer('merge_stride', 1, 'tflite input only: run the panoptic '
                      'merge on a canvas this many times coarser than the '
                      'input and upsample the maps (nearest); 1 = exact.')
-flags.DEFINE_bool('split_depthwise', None, 'Trace depthwise kernels larger '
-                  'than 5x5 as sums of <= 4x4 pieces (same function; fast '
-                  'with LiteRT XNNPACK). Default: on for --input_type=tflite.')
+flags.DEFINE_bool('split_depthwise', None, 'Trace depthwise kernels of more '
+                  'than 25 taps as sums of <= 25-tap tiles, 7x7 -> 7x3 + 7x3 '
+                  '+ 7x1, with the BatchNorm after them folded in (same '
+                  'function; fast with LiteRT XNNPACK). Default: on for '
+                  '--input_type=tflite.')
 flags.DEFINE_bool('log_model_flops_and_params', False, 'As Model Garden.')
 
 

@@ -143,10 +143,10 @@ def test_keras_saved_model_and_float_tflite_agree(params, model, tmp_path):
     interpreter = tflite_conversion.make_interpreter(tflite_path)
     assert [d['name'] for d in interpreter.get_output_details()] == (
         list(export_module.OUTPUT_ORDER) + list(export_module.LOGIT_OUTPUTS))
-    # The 6 head 7x7 depthwise convs are traced as 4 pieces each.
+    # The 6 head 7x7 depthwise convs are traced as 3 tiles each.
     assert module.metadata()['split_depthwise']
     ops = tflite_conversion.list_ops(tflite_path)
-    assert sum(op.name == 'DEPTHWISE_CONV_2D' for op in ops) == 19 + 6 * 4
+    assert sum(op.name == 'DEPTHWISE_CONV_2D' for op in ops) == 19 + 6 * 3
 
 
 def test_bad_input_size_and_batch_refused(params):
@@ -193,15 +193,19 @@ def test_merge_at_stride_is_coarse_merge_upsampled(model):
                                       (SIZE, SIZE), 3)
 
 
-@pytest.mark.parametrize('kernel_size,max_piece', [(7, 4), (7, 3), (9, 5),
-                                                   (5, 2)])
-def test_split_depthwise_conv_equals_the_conv(kernel_size, max_piece):
+@pytest.mark.parametrize('kernel_size,max_taps,num_tiles', [
+    (7, 25, 3), (7, 9, 7), (9, 25, 5), (5, 4, 9), (30, 25, 36)])
+def test_split_depthwise_conv_equals_the_conv(kernel_size, max_taps,
+                                              num_tiles):
+    tiles = export_module.depthwise_tiles(kernel_size, kernel_size, max_taps)
+    assert len(tiles) == num_tiles
+    assert all((r1 - r0) * (c1 - c0) <= max_taps for r0, r1, c0, c1 in tiles)
     rng = np.random.RandomState(kernel_size)
     x = tf.constant(rng.randn(2, 12, 10, 6), tf.float32)
     kernel = tf.constant(rng.randn(kernel_size, kernel_size, 6, 2),
                          tf.float32)
     want = tf.nn.depthwise_conv2d(x, kernel, [1, 1, 1, 1], 'SAME')
-    got = export_module.split_depthwise_conv(x, kernel, max_piece)
+    got = export_module.split_depthwise_conv(x, kernel, max_taps)
     np.testing.assert_allclose(got, want, atol=1e-4)
 
 
@@ -263,7 +267,7 @@ def test_fold_batch_norm_matches_depthwise_then_norm():
                       10.0 ** rng.uniform(-2, 1, 6)])
     want = norm(conv(x), training=False)
     kernel, bias = export_module.fold_batch_norm(conv, norm)
-    got = export_module.split_depthwise_conv(x, kernel, 4, bias)
+    got = export_module.split_depthwise_conv(x, kernel, 25, bias)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match='cannot fold'):
         export_module.fold_batch_norm(

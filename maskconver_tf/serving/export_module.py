@@ -153,26 +153,39 @@ def merge_at_stride(model: tf_keras.Model, mask_logits: tf.Tensor,
     return merged
 
 
-def _piece_bounds(size: int, max_piece: int):
-    return [(s, min(size, s + max_piece)) for s in range(0, size, max_piece)]
+def _bounds(size: int, step: int):
+    return [(s, min(size, s + step)) for s in range(0, size, step)]
 
 
-def split_depthwise_conv(x: tf.Tensor, kernel: tf.Tensor, max_piece: int = 4,
+def depthwise_tiles(kh: int, kw: int, max_taps: int = 25):
+    """Rectangles [(r0, r1, c0, c1)] tiling a kh x kw kernel, each of at most
+    `max_taps` taps: full-height column strips when a column fits (7x7 ->
+    7x3 + 7x3 + 7x1), else square tiles of side floor(sqrt(max_taps))."""
+    if kh <= max_taps:
+        return [(0, kh, c0, c1) for c0, c1 in _bounds(kw, max_taps // kh)]
+    side = max(1, int(max_taps ** 0.5))
+    return [(r0, r1, c0, c1) for r0, r1 in _bounds(kh, side)
+            for c0, c1 in _bounds(kw, side)]
+
+
+def split_depthwise_conv(x: tf.Tensor, kernel: tf.Tensor, max_taps: int = 25,
                          bias: Optional[tf.Tensor] = None) -> tf.Tensor:
     """SAME, stride-1 depthwise conv as a sum of small-kernel convs.
 
-    The k x k kernel is cut into rectangles of at most max_piece x max_piece
-    (7 -> 4 + 3 per side, four convs); each runs VALID on the matching
-    window of the once-padded input, and the partial results are summed.
-    Exactly the same function as the k x k conv (the same weights, float
-    rounding aside), but LiteRT's XNNPACK runs kernels of 5x5 and below an
-    order of magnitude faster than 7x7 on x86 (benchmarks/RESULTS.md).
+    The k x k kernel is cut into `depthwise_tiles` of at most max_taps taps
+    (7x7 -> 7x3 + 7x3 + 7x1); each runs VALID on the matching window of the
+    once-padded input, and the partial results are summed. Exactly the same
+    function as the k x k conv (the same weights, float rounding aside), but
+    LiteRT's XNNPACK runs int8 depthwise kernels of up to 25 taps ~24x faster
+    than 7x7 on x86, and every tile costs alike (0.18 ms up to 25 taps, 0.08
+    ms up to 9, one more ADD 0.05-0.08 ms: benchmarks/depthwise_tiles.py),
+    so the fewest tiles win.
 
     Args:
       x: float [B, H, W, C] with static H, W.
       kernel: [kh, kw, C, M] depthwise kernel.
-      max_piece: largest piece side.
-      bias: optional [C * M], added to the first piece (TFLite fuses it into
+      max_taps: most taps per tile.
+      bias: optional [C * M], added to the first tile (TFLite fuses it into
         that conv instead of adding one more int8 requantisation).
 
     Returns:
@@ -184,21 +197,20 @@ def split_depthwise_conv(x: tf.Tensor, kernel: tf.Tensor, max_piece: int = 4,
     padded = tf.pad(x, [[0, 0], [top, kh - 1 - top], [left, kw - 1 - left],
                         [0, 0]])
     out = None
-    for r0, r1 in _piece_bounds(kh, max_piece):
-        for c0, c1 in _piece_bounds(kw, max_piece):
-            window = padded[:, r0:r0 + h + r1 - r0 - 1,
-                            c0:c0 + w + c1 - c0 - 1, :]
-            y = tf.nn.depthwise_conv2d(window, kernel[r0:r1, c0:c1],
-                                       [1, 1, 1, 1], 'VALID')
-            if out is None:
-                out = y if bias is None else tf.nn.bias_add(y, bias)
-            else:
-                out += y
+    for r0, r1, c0, c1 in depthwise_tiles(kh, kw, max_taps):
+        window = padded[:, r0:r0 + h + r1 - r0 - 1,
+                        c0:c0 + w + c1 - c0 - 1, :]
+        y = tf.nn.depthwise_conv2d(window, kernel[r0:r1, c0:c1],
+                                   [1, 1, 1, 1], 'VALID')
+        if out is None:
+            out = y if bias is None else tf.nn.bias_add(y, bias)
+        else:
+            out += y
     return out
 
 
-def _split_depthwise_call(layer, max_piece, inputs):
-    outputs = split_depthwise_conv(inputs, layer.depthwise_kernel, max_piece,
+def _split_depthwise_call(layer, max_taps, inputs):
+    outputs = split_depthwise_conv(inputs, layer.depthwise_kernel, max_taps,
                                    layer.bias if layer.use_bias else None)
     return layer.activation(outputs) if layer.activation else outputs
 
@@ -225,12 +237,14 @@ def fold_batch_norm(layer: tf_keras.layers.DepthwiseConv2D,
     if norm.center:
         offset += norm.beta
     kernel = layer.depthwise_kernel
+    # BatchNorm variables stay float32 under a mixed-precision policy.
+    scale, offset = (tf.cast(t, kernel.dtype) for t in (scale, offset))
     return kernel * tf.reshape(scale, [1, 1] + kernel.shape[2:]), offset
 
 
-def _split_folded_call(layer, norm, max_piece, inputs):
+def _split_folded_call(layer, norm, max_taps, inputs):
     kernel, bias = fold_batch_norm(layer, norm)
-    return split_depthwise_conv(inputs, kernel, max_piece, bias)
+    return split_depthwise_conv(inputs, kernel, max_taps, bias)
 
 
 def _inference_identity(inputs, training=None):
@@ -238,9 +252,9 @@ def _inference_identity(inputs, training=None):
     return inputs
 
 
-def _splittable(layer, max_kernel: int) -> bool:
+def _splittable(layer, max_taps: int) -> bool:
     return (isinstance(layer, tf_keras.layers.DepthwiseConv2D)
-            and max(layer.kernel_size) > max_kernel
+            and layer.kernel_size[0] * layer.kernel_size[1] > max_taps
             and tuple(layer.strides) == (1, 1)
             and tuple(layer.dilation_rate) == (1, 1)
             and layer.padding == 'same'
@@ -248,9 +262,8 @@ def _splittable(layer, max_kernel: int) -> bool:
 
 
 @contextlib.contextmanager
-def split_large_depthwise(model: tf_keras.Model, max_kernel: int = 5,
-                          max_piece: int = 4):
-    """Within the scope, k x k depthwise layers (k > max_kernel, SAME,
+def split_large_depthwise(model: tf_keras.Model, max_taps: int = 25):
+    """Within the scope, depthwise layers of more than `max_taps` taps (SAME,
     stride 1, no dilation) of `model` compute `split_depthwise_conv`.
 
     A split layer that a submodule's `depthwise_norm_pairs()` pairs with
@@ -268,20 +281,20 @@ def split_large_depthwise(model: tf_keras.Model, max_kernel: int = 5,
     for module in model.submodules:
         for layer, norm in getattr(module, 'depthwise_norm_pairs',
                                    lambda: [])():
-            if _splittable(layer, max_kernel) and _is_batch_norm(norm):
+            if _splittable(layer, max_taps) and _is_batch_norm(norm):
                 folds[id(layer)] = norm
     patched, num_split = [], 0
     for layer in model.submodules:
-        if not _splittable(layer, max_kernel):
+        if not _splittable(layer, max_taps):
             continue
         num_split += 1
         norm = folds.get(id(layer))
         if norm is None:
             layer.call = functools.partial(_split_depthwise_call, layer,
-                                           max_piece)
+                                           max_taps)
         else:
             layer.call = functools.partial(_split_folded_call, layer, norm,
-                                           max_piece)
+                                           max_taps)
             norm.call = _inference_identity
             patched.append(norm)
         patched.append(layer)
@@ -315,7 +328,8 @@ class MaskConverModule(export_base.ExportModule):
           merge_stride: panoptic merge on a canvas this many times coarser
             (see `merge_at_stride`); 1 = the model's own merge.
           split_depthwise: trace depthwise kernels larger than 5x5 as sums
-            of <= 4x4 pieces (`split_large_depthwise`); None = on for tflite.
+            of tiles of <= 25 taps (`split_large_depthwise`); None = on for
+            tflite.
           descriptor: DatasetDescriptor; default from `params.task`.
         """
         if input_type not in INPUT_TYPES:
