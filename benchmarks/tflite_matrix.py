@@ -235,7 +235,8 @@ def main(argv=None):
             'above ~1 the means are inflated by other processes and "min" '
             'is the better estimate. int8 = int8_full_fp32_io with the '
             'default denylist (BATCH_MATMUL float); split = 7x7 depthwise '
-            'as 7x3 + 7x3 + 7x1 tiles, BatchNorm folded in; s4 = merge on a 4x coarser canvas.')
+            'as 7x3 + 7x3 + 7x1 tiles, BatchNorm folded in; s4 = merge on '
+            'a 4x coarser canvas.')
     print(note)
     if args.record:
         from benchmarks import results_io

@@ -270,9 +270,9 @@ def split_large_depthwise(model: tf_keras.Model, max_taps: int = 25):
     the BatchNormalization right after it gets that norm folded into its
     pieces (the norm becomes the identity): int8 then quantises the
     normalised sum, not the raw per-piece sums whose channel ranges differ
-    by orders of magnitude (unfolded, the int8 .tflite of a trained shapes
-    model lost 20 PQ of 36; folded it matches the unsplit conv). Inference
-    only: the folded call ignores `training`.
+    by orders of magnitude (int8 .tflite of a trained shapes model: 16.0
+    PQ unfolded, 34.3 folded, 35.1 unsplit, 36.3 float; four tiles per
+    7x7). Inference only: the folded call ignores `training`.
 
     Used while the export traces its graph; the layers and weights are
     unchanged (checkpoints still match). Yields the number of layers split.
@@ -327,9 +327,9 @@ class MaskConverModule(export_base.ExportModule):
           include_logits: also output class_heatmaps and mask_logits.
           merge_stride: panoptic merge on a canvas this many times coarser
             (see `merge_at_stride`); 1 = the model's own merge.
-          split_depthwise: trace depthwise kernels larger than 5x5 as sums
-            of tiles of <= 25 taps (`split_large_depthwise`); None = on for
-            tflite.
+          split_depthwise: trace depthwise kernels of more than 25 taps as
+            sums of tiles of <= 25 taps (`split_large_depthwise`); None = on
+            for tflite.
           descriptor: DatasetDescriptor; default from `params.task`.
         """
         if input_type not in INPUT_TYPES:
