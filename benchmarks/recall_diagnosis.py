@@ -4,6 +4,9 @@ Example:
   python benchmarks/recall_diagnosis.py --checkpoint_path demo_output/model \
     --data_dir demo_output/tfrecords [--record]
 
+The config is the params.yaml next to the checkpoint (as trained), then
+--params_override.
+
 On the validation split of a trained `maskconver_shapes` checkpoint, per
 ground-truth segment (thing and stuff separately):
 - center found: its class heatmap has a peak (3x3 max-pool equality, the
@@ -31,15 +34,10 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from maskconver_tf import inference  # noqa: E402
+from maskconver_tf.modeling.layers import post_processing  # noqa: E402
 from maskconver_tf.tasks import maskconver as maskconver_task  # noqa: E402
 
 EXPERIMENT = 'maskconver_shapes'
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _peaks(probs, kernel=3):
-    pooled = tf.nn.max_pool2d(probs, kernel, 1, 'SAME')
-    return tf.where(tf.abs(probs - pooled) < 1e-6, probs, 0.0)
 
 
 def _iou(a, b):
@@ -53,7 +51,9 @@ def diagnose(task, model, dataset, score, num_instances):
     rows = []
     for images, labels in dataset:
         heatmaps, _, _ = model.dense_outputs(images, training=False)
-        peaks = _peaks(tf.sigmoid(heatmaps)).numpy()
+        rule = model.proposal_generator.get_config()
+        peaks = post_processing.peak_scores(
+            heatmaps, rule['peak_kernel_size'], rule['peak_error']).numpy()
         b, h, w, c = peaks.shape
         kth = np.sort(peaks.reshape(b, -1), axis=1)[:, -num_instances]
         forced = model(images, center_indices=labels['center_indices'],
@@ -110,9 +110,9 @@ def main(argv=None):
     parser.add_argument('--checkpoint_path', required=True)
     parser.add_argument('--data_dir', required=True,
                         help='folder with the val*.tfrecord files')
-    parser.add_argument('--config_file', default=os.path.join(
-        REPO_ROOT, 'experiments', 'maskconver_shapes.yaml'))
-    parser.add_argument('--params_override', default='')
+    parser.add_argument('--params_override', default='',
+                        help='applied after the params.yaml next to the '
+                        'checkpoint')
     parser.add_argument('--score', type=float, default=0.1,
                         help='a center counts as found above this score')
     parser.add_argument('--record', action='store_true')
@@ -120,11 +120,10 @@ def main(argv=None):
     override = f'task.validation_data.input_path={args.data_dir}/val*'
     if args.params_override:
         override += ',' + args.params_override
-    params = inference.load_params(EXPERIMENT, [args.config_file], override)
+    predictor = inference.load_predictor(args.checkpoint_path, EXPERIMENT,
+                                         params_override=override)
+    params, model = predictor.params, predictor.model
     task = maskconver_task.MaskConverTask(params.task)
-    model = task.build_model()
-    checkpoint, _ = inference.find_checkpoint(args.checkpoint_path)
-    tf.train.Checkpoint(model=model).read(checkpoint).expect_partial()
     dataset = task.build_inputs(params.task.validation_data)
     rows = diagnose(task, model, dataset, args.score,
                     params.task.model.num_instances)

@@ -459,3 +459,22 @@ def test_tflite_builtins_only_with_image_info():
     # optional void rule.
     ops = _tflite_case(with_image_info=True)
     assert 'BATCH_MATMUL' in ops and 'RESIZE_BILINEAR' not in ops
+
+
+def test_peak_scores_keep_local_maxima_outside_void():
+    # Channel 1, logits (a 3x3 neighbourhood per cell):
+    #   -9 -9 -9 -9
+    #   -9  2  0 -9      2 is a peak, 0 sits next to it: not a peak;
+    #   -9 -9 -9 -9      -1 is a peak; a -9 cell is a peak (plateau) only
+    #   -9 -9 -9 -1      with no 2, 0 or -1 around it: (3, 0) and (3, 1).
+    # Channel 0 (void) has a 3 that is never a peak.
+    logits = np.full([1, 4, 4, 2], -9.0, np.float32)
+    logits[0, 1, 1, 1], logits[0, 1, 2, 1], logits[0, 3, 3, 1] = 2, 0, -1
+    logits[0, 2, 2, 0] = 3.0
+    got = pp.peak_scores(tf.constant(logits)).numpy()
+    sig = lambda v: 1 / (1 + np.exp(-v))
+    want = np.zeros([4, 4], np.float32)
+    want[1, 1], want[3, 3] = sig(2.0), sig(-1.0)
+    want[3, 0] = want[3, 1] = sig(-9.0)
+    assert not got[..., 0].any()
+    np.testing.assert_allclose(got[0, :, :, 1], want, rtol=1e-6)

@@ -1,25 +1,13 @@
-"""benchmarks/recall_diagnosis.py: peaks, IoU and the summary, by hand."""
+"""benchmarks/recall_diagnosis.py: IoU and the summary, by hand."""
 
 import os
 import sys
 
 import numpy as np
-import tensorflow as tf
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import recall_diagnosis as rd  # noqa: E402
-
-
-def test_peaks_keep_local_maxima_only():
-    probs = np.zeros([1, 4, 4, 1], np.float32)
-    probs[0, 1, 1, 0] = 0.9
-    probs[0, 1, 2, 0] = 0.5   # next to 0.9: not a peak
-    probs[0, 3, 3, 0] = 0.3   # alone: a peak
-    got = rd._peaks(tf.constant(probs)).numpy()[0, :, :, 0]
-    want = np.zeros([4, 4], np.float32)
-    want[1, 1], want[3, 3] = 0.9, 0.3
-    np.testing.assert_allclose(got, want)
 
 
 def test_iou():

@@ -26,15 +26,37 @@ from maskconver_tf._compat import check_tf_keras
 tf_keras = check_tf_keras()
 
 
+def peak_scores(class_heatmaps: tf.Tensor, peak_kernel_size: int = 3,
+                peak_error: float = 1e-6) -> tf.Tensor:
+    """Sigmoid scores at class-specific local maxima, 0 elsewhere.
+
+    A cell is a peak of class c when its sigmoid score equals (within
+    `peak_error`) the max over its `peak_kernel_size` neighbourhood in channel
+    c; equal neighbours (a plateau) are all peaks. Channel 0 (void) is 0.
+
+    Args:
+      class_heatmaps: float [B, h, w, C] center logits; C static.
+
+    Returns:
+      float32 [B, h, w, C].
+    """
+    probs = tf.sigmoid(tf.cast(class_heatmaps, tf.float32))
+    pooled = tf.nn.max_pool2d(probs, peak_kernel_size, 1, 'SAME')
+    peak_mask = tf.cast(tf.abs(probs - pooled) < peak_error, tf.float32)
+    # Deliberate difference from the reference: channel 0 is void in our
+    # channel convention (never a positive target), so it is masked out here.
+    c = class_heatmaps.shape[-1]
+    not_void = tf.constant([0.0] + [1.0] * (c - 1), tf.float32)
+    return probs * peak_mask * not_void
+
+
 def extract_proposals(class_heatmaps: tf.Tensor, max_proposals: int,
                       peak_kernel_size: int = 3,
                       peak_error: float = 1e-6) -> dict:
     """Picks the top-K class-specific local maxima of the center heatmaps.
 
-    A cell is a peak of class c when its sigmoid score equals (within
-    `peak_error`) the max over its `peak_kernel_size` neighbourhood in channel
-    c; equal neighbours (a plateau) are all peaks. Peaks of different classes
-    at the same cell are separate proposals.
+    Peaks as `peak_scores`; peaks of different classes at the same cell are
+    separate proposals.
 
     Args:
       class_heatmaps: float [B, h, w, C] center logits; h, w, C static.
@@ -56,13 +78,8 @@ def extract_proposals(class_heatmaps: tf.Tensor, max_proposals: int,
     if not 0 < max_proposals <= h * w * c:
         raise ValueError(f'max_proposals={max_proposals} must be in '
                          f'[1, h * w * C = {h * w * c}].')
-    probs = tf.sigmoid(tf.cast(class_heatmaps, tf.float32))
-    pooled = tf.nn.max_pool2d(probs, peak_kernel_size, 1, 'SAME')
-    peak_mask = tf.cast(tf.abs(probs - pooled) < peak_error, tf.float32)
-    # Deliberate difference from the reference: channel 0 is void in our
-    # channel convention (never a positive target), so it is masked out here.
-    not_void = tf.constant([0.0] + [1.0] * (c - 1), tf.float32)
-    peaks = tf.reshape(probs * peak_mask * not_void, [-1, h * w * c])
+    peaks = tf.reshape(peak_scores(class_heatmaps, peak_kernel_size,
+                                   peak_error), [-1, h * w * c])
     scores, flat_index = tf.math.top_k(peaks, k=max_proposals)
     cell = flat_index // c
     channel = flat_index - cell * c
