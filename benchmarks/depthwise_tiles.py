@@ -16,13 +16,13 @@ cost can be added up.
 import argparse
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from benchmarks import latency  # noqa: E402
 from maskconver_tf.serving import tflite_conversion as tc  # noqa: E402
 
 DEFAULT_KERNELS = '3x3,4x4,4x3,3x4,5x5,5x2,2x5,2x2,7x1,1x7,7x7'
@@ -48,21 +48,11 @@ def _median_ms(model, num_threads, num_runs, repeats=3):
     On this 2-core VM a 2-thread interpreter sometimes runs as if it had one
     thread (medians 2x apart between fresh interpreters of the same model).
     """
-    medians = []
-    for _ in range(repeats):
-        interpreter = tc.make_interpreter(model, num_threads=num_threads)
-        for detail in interpreter.get_input_details():
-            interpreter.set_tensor(detail['index'], np.zeros(
-                detail['shape'], detail['dtype']))
-        for _ in range(10):
-            interpreter.invoke()
-        times = []
-        for _ in range(num_runs):
-            start = time.perf_counter()
-            interpreter.invoke()
-            times.append(time.perf_counter() - start)
-        medians.append(float(np.median(times)) * 1e3)
-    return min(medians)
+    detail = tc.make_interpreter(model, 1).get_input_details()[0]
+    inputs = [np.zeros(detail['shape'], detail['dtype'])]
+    return min(latency.time_model(model, inputs, num_threads, True, num_runs,
+                                  warmup_runs=10)['p50_ms']
+               for _ in range(repeats))
 
 
 def depthwise_ms(kh, kw, size, channels, num_threads, num_runs):

@@ -35,7 +35,6 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import tensorflow as tf  # noqa: E402
-import tf_keras  # noqa: E402
 
 from benchmarks import latency  # noqa: E402
 from maskconver_tf import registry_imports  # noqa: E402,F401
@@ -98,9 +97,7 @@ def reestimate_batch_norm(model, images):
     preprocessed.
     """
     norms = [layer for layer in model.submodules
-             if isinstance(layer, (
-                 tf_keras.layers.BatchNormalization,
-                 tf_keras.layers.experimental.SyncBatchNormalization))]
+             if export_module.is_batch_norm(layer)]
     momenta = [norm.momentum for norm in norms]
     for norm in norms:
         norm.momentum = 0.0

@@ -215,9 +215,7 @@ def _randomize_batch_norms(model, seed):
     rng = np.random.RandomState(seed)
     saved = []
     for layer in model.submodules:
-        if isinstance(layer, (
-                tf_keras.layers.BatchNormalization,
-                tf_keras.layers.experimental.SyncBatchNormalization)):
+        if export_module.is_batch_norm(layer):
             for var in layer.weights:
                 saved.append((var, var.numpy()))
                 shape = var.shape

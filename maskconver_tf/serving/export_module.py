@@ -215,7 +215,8 @@ def _split_depthwise_call(layer, max_taps, inputs):
     return layer.activation(outputs) if layer.activation else outputs
 
 
-def _is_batch_norm(layer) -> bool:
+def is_batch_norm(layer) -> bool:
+    """A (synchronised) tf_keras BatchNormalization."""
     return isinstance(layer, (
         tf_keras.layers.BatchNormalization,
         tf_keras.layers.experimental.SyncBatchNormalization))
@@ -226,7 +227,7 @@ def fold_batch_norm(layer: tf_keras.layers.DepthwiseConv2D,
     """(kernel [kh, kw, C, M], bias [C * M]) of depthwise -> inference BN."""
     if (layer.use_bias or layer.activation not in (None,
                                                    tf_keras.activations.linear)
-            or not _is_batch_norm(norm) or norm.axis not in ([-1], [3])):
+            or not is_batch_norm(norm) or norm.axis not in ([-1], [3])):
         raise ValueError(f'cannot fold {norm.name} into {layer.name}: '
                          'expected a bias-free linear depthwise conv followed '
                          'by a channel-last BatchNormalization')
@@ -281,7 +282,7 @@ def split_large_depthwise(model: tf_keras.Model, max_taps: int = 25):
     for module in model.submodules:
         for layer, norm in getattr(module, 'depthwise_norm_pairs',
                                    lambda: [])():
-            if _splittable(layer, max_taps) and _is_batch_norm(norm):
+            if _splittable(layer, max_taps) and is_batch_norm(norm):
                 folds[id(layer)] = norm
     patched, num_split = [], 0
     for layer in model.submodules:
