@@ -45,17 +45,17 @@ def _iou(a, b):
     return np.logical_and(a, b).sum() / union if union else 0.0
 
 
-def diagnose(task, model, dataset, score, num_instances):
+def diagnose(task, model, dataset, score):
     """Per-segment rows: (is_thing, center found, in top K, mask IoU,
     resolution-ceiling IoU)."""
     rows = []
+    rule = model.proposal_generator.get_config()
     for images, labels in dataset:
         heatmaps, _, _ = model.dense_outputs(images, training=False)
-        rule = model.proposal_generator.get_config()
         peaks = post_processing.peak_scores(
             heatmaps, rule['peak_kernel_size'], rule['peak_error']).numpy()
         b, h, w, c = peaks.shape
-        kth = np.sort(peaks.reshape(b, -1), axis=1)[:, -num_instances]
+        kth = np.sort(peaks.reshape(b, -1), axis=1)[:, -rule['max_proposals']]
         forced = model(images, center_indices=labels['center_indices'],
                        classes=labels['classes'], training=False)
         masks = labels['masks'].numpy() > 0.5
@@ -125,8 +125,7 @@ def main(argv=None):
     params, model = predictor.params, predictor.model
     task = maskconver_task.MaskConverTask(params.task)
     dataset = task.build_inputs(params.task.validation_data)
-    rows = diagnose(task, model, dataset, args.score,
-                    params.task.model.num_instances)
+    rows = diagnose(task, model, dataset, args.score)
     result = summarize(rows)
     lines = ['| segments | count | center found (score > '
              f'{args.score}) | found and in top K | teacher-forced mask IoU '
