@@ -7,6 +7,9 @@
   blow-up;
 - a corrupt TFRecord fails before training with a one-line error naming the
   file and record;
+- `--mode train_and_eval` writes params.yaml, checkpoints and TensorBoard
+  summaries (losses, learning rate, PQ); `--mode eval` and
+  `--mode continuous_eval` on its model dir reproduce its last evaluation;
 - `--help` lists the flags.
 
 Each run is a subprocess on a 64 px model and 8 shapes images. The failure
@@ -52,7 +55,7 @@ def records(tmp_path_factory):
     return report.output_files[0]
 
 
-def _command(model_dir, record_file, *overrides, flags=()):
+def _command(model_dir, record_file, *overrides, flags=(), mode='train'):
     params = [
         f'task.train_data.input_path={record_file}',
         f'task.validation_data.input_path={record_file}',
@@ -66,7 +69,7 @@ def _command(model_dir, record_file, *overrides, flags=()):
         'runtime.distribution_strategy=one_device', 'runtime.num_gpus=0',
     ] + list(overrides)
     return [sys.executable, '-m', 'maskconver_tf.train',
-            '--experiment', 'maskconver_shapes', '--mode', 'train',
+            '--experiment', 'maskconver_shapes', '--mode', mode,
             '--model_dir', str(model_dir),
             '--params_override', ','.join(params)] + list(flags)
 
@@ -261,6 +264,94 @@ def test_corrupt_record_names_file_and_record(failure_runs):
     assert 'DataLossError' not in log
     assert 'training until step' not in log  # failed before training
     assert not _indexed_checkpoints(failure_runs['root'] / 'corrupt')
+
+
+EVAL_RUN = ('task.validation_data.global_batch_size=4',
+            'trainer.validation_steps=2', 'trainer.train_steps=4',
+            'trainer.validation_interval=2', 'trainer.checkpoint_interval=2',
+            'trainer.continuous_eval_timeout=1')
+VALIDATION_LOSS = re.compile(
+    r"'validation_loss': (?:np\.float32\()?([-+\d.e]+)")
+
+
+@pytest.fixture(scope='module')
+def eval_runs(records, tmp_path_factory):
+    """train_and_eval for 4 steps, then eval and continuous_eval together."""
+    root = tmp_path_factory.mktemp('cli_eval')
+    model_dir = root / 'run'
+    code, log = _finish(_start(
+        _command(model_dir, records, *EVAL_RUN, mode='train_and_eval'),
+        str(root / 'train_and_eval.log')))
+    assert code == 0, log[-3000:]
+    later = {mode: _start(_command(model_dir, records, *EVAL_RUN, mode=mode),
+                          str(root / f'{mode}.log'))
+             for mode in ('eval', 'continuous_eval')}
+    logs = {'train_and_eval': log}
+    for mode, proc in later.items():
+        code, logs[mode] = _finish(proc)
+        assert code == 0, (mode, logs[mode][-3000:])
+    return model_dir, logs
+
+
+def test_train_and_eval_writes_params_and_summaries(eval_runs):
+    from official.modeling import optimization
+    from maskconver_tf import inference
+    from maskconver_tf.visualization import plots
+    model_dir, _ = eval_runs
+    params = inference.load_params(params_yaml=str(model_dir / 'params.yaml'))
+    assert params.trainer.train_steps == 4
+    assert params.task.model.input_size == [64, 64, 3]
+    assert tf.train.latest_checkpoint(str(model_dir)).endswith('ckpt-4')
+
+    scalars = plots.read_scalars(str(model_dir))
+    train = {tag: dict(series) for tag, series in scalars['train'].items()}
+    for tag in ('total_loss', 'model_loss', 'l2_loss', 'center_loss',
+                'mask_bce_loss', 'mask_dice_loss', 'learning_rate'):
+        assert sorted(train[tag]) == [1, 2, 3, 4], tag
+    for step in range(1, 5):
+        assert train['total_loss'][step] == pytest.approx(
+            train['model_loss'][step] + train['l2_loss'][step], rel=1e-5)
+        losses = params.task.losses
+        assert train['model_loss'][step] == pytest.approx(
+            losses.loss_weight * (
+                train['center_loss'][step]
+                + losses.mask_weight * train['mask_bce_loss'][step]
+                + losses.dice_weight * train['mask_dice_loss'][step]),
+            rel=1e-5)
+        assert 1.0 < train['total_loss'][step] < 20.0
+    # The logged rate is the configured warm-up + cosine schedule's value.
+    schedule = optimization.OptimizerFactory(
+        params.trainer.optimizer_config).build_learning_rate()
+    np.testing.assert_allclose(
+        [train['learning_rate'][s] for s in range(1, 5)],
+        [float(schedule(s)) for s in range(1, 5)], rtol=1e-5)
+    assert train['learning_rate'][4] > train['learning_rate'][1] > 0
+
+    validation = {tag: dict(series)
+                  for tag, series in scalars['validation'].items()}
+    for group, categories in (('All', 7), ('Things', 4), ('Stuff', 3)):
+        for metric in ('pq', 'sq', 'rq'):
+            values = validation[f'panoptic_quality/{group}_{metric}']
+            assert sorted(values) == [2, 4], (group, metric)
+            assert all(0.0 <= v <= 1.0 for v in values.values())
+        assert validation[f'panoptic_quality/{group}_num_categories'] == {
+            2: categories, 4: categories}
+    assert sorted(validation['validation_loss']) == [2, 4]
+
+
+def test_eval_modes_reproduce_the_last_evaluation(eval_runs):
+    _, logs = eval_runs
+    losses = {mode: [float(v) for v in VALIDATION_LOSS.findall(log)]
+              for mode, log in logs.items()}
+    # train_and_eval evaluated at steps 2 and 4 (absl and stdout both print
+    # each output); eval and continuous_eval evaluate ckpt-4 once and exit.
+    at_4 = losses['train_and_eval'][-1]
+    assert len(set(losses['train_and_eval'])) == 2
+    for mode in ('eval', 'continuous_eval'):
+        assert losses[mode] and set(losses[mode]) == {losses[mode][0]}, mode
+        assert losses[mode][0] == pytest.approx(at_4, rel=1e-5), mode
+    assert 'training until step' not in logs['eval']
+    assert 'training until step' not in logs['continuous_eval']
 
 
 def test_help_lists_flags():
