@@ -193,6 +193,19 @@ def test_merge_at_stride_is_coarse_merge_upsampled(model):
                                       (SIZE, SIZE), 3)
 
 
+@pytest.mark.parametrize('size', [(8, 12), (12, 12), (5, 7), (3, 4)])
+def test_nearest_upsample_reads_the_floor_cell(size):
+    # 3 x 4 int map; canvas pixel i reads cell min(h - 1, i * h // H): the
+    # TILE path (integer factors) and the GATHER path give the same rule.
+    mask = tf.reshape(tf.range(24, dtype=tf.int32), [2, 3, 4])
+    got = export_module._nearest_upsample(mask, size).numpy()
+    rows = [min(2, i * 3 // size[0]) for i in range(size[0])]
+    cols = [min(3, j * 4 // size[1]) for j in range(size[1])]
+    np.testing.assert_array_equal(got, mask.numpy()[:, rows][:, :, cols])
+    if size == (12, 12):  # factors 4 and 3, hand-checked corner
+        assert got[1, 11, 11] == 23 and got[1, 4, 3] == 17  # cell (1, 1)
+
+
 @pytest.mark.parametrize('kernel_size,max_taps,num_tiles', [
     (7, 25, 3), (7, 9, 7), (9, 25, 5), (5, 4, 9), (30, 25, 36)])
 def test_split_depthwise_conv_equals_the_conv(kernel_size, max_taps,

@@ -109,6 +109,42 @@ def test_void_channel_never_proposed():
     np.testing.assert_array_equal(out['center_indices'][:, 0], [[2, 2]])
 
 
+def test_top_k_cells_then_channels_orders_ties_by_flat_index():
+    # h=1, w=3, C=2; flat index = cell * 2 + channel.
+    #   cell 0: [.5, 0]   cell 1: [.9, .5]   cell 2: [.2, .5]
+    # Cells by max: 1 (.9), then 0 and 2 (.5, lower index first). The three
+    # .5s come in flat order 0, 3, 5: cell 0's before cell 1's although
+    # cell 1 ranks first in stage 1.
+    values = tf.constant([[[[.5, 0.], [.9, .5], [.2, .5]]]], tf.float32)
+    top, index = pp.top_k_cells_then_channels(values, 2)
+    np.testing.assert_allclose(top, [[.9, .5]])
+    np.testing.assert_array_equal(index, [[2, 0]])
+    top, index = pp.top_k_cells_then_channels(values, 4)  # k >= h * w: flat
+    np.testing.assert_allclose(top, [[.9, .5, .5, .5]])
+    np.testing.assert_array_equal(index, [[2, 0, 3, 5]])
+
+
+@pytest.mark.parametrize('k', [1, 3, 7, 15, 16, 40])
+def test_top_k_cells_then_channels_equals_flat_top_k(k):
+    # Four levels over 2 x 4 x 4 x 6 values: ties everywhere, zeros included.
+    rng = np.random.RandomState(k)
+    values = tf.constant(rng.randint(0, 4, [2, 4, 4, 6]) / 4.0, tf.float32)
+    want = tf.math.top_k(tf.reshape(values, [2, -1]), k=k)
+    top, index = pp.top_k_cells_then_channels(values, k)
+    np.testing.assert_array_equal(top, want.values)
+    np.testing.assert_array_equal(index, want.indices)
+
+
+def test_slot_areas_counts_won_pixels_without_the_sentinel():
+    # k = 3 slots; 3 is the void sentinel. Image 0 wins: slot 0 x3, slot 2
+    # x2, sentinel x1; image 1: slot 1 x4, slot 0 x1, sentinel x1.
+    winner = tf.constant([[[0, 0, 2], [3, 2, 0]],
+                          [[1, 1, 3], [1, 0, 1]]], tf.int32)
+    areas = pp.slot_areas(winner, 3)
+    assert areas.dtype == tf.float32
+    np.testing.assert_array_equal(areas, [[3, 0, 2], [1, 4, 0]])
+
+
 def test_too_many_proposals_rejected():
     with pytest.raises(ValueError, match='max_proposals'):
         pp.extract_proposals(tf.zeros([1, 2, 2, 2]), max_proposals=9)

@@ -42,12 +42,47 @@ def peak_scores(class_heatmaps: tf.Tensor, peak_kernel_size: int = 3,
     """
     probs = tf.sigmoid(tf.cast(class_heatmaps, tf.float32))
     pooled = tf.nn.max_pool2d(probs, peak_kernel_size, 1, 'SAME')
-    peak_mask = tf.cast(tf.abs(probs - pooled) < peak_error, tf.float32)
-    # Deliberate difference from the reference: channel 0 is void in our
-    # channel convention (never a positive target), so it is masked out here.
+    # pooled >= probs exactly (the max includes the cell itself), so
+    # |probs - pooled| < error is pooled - probs < error. Deliberate
+    # difference from the reference: channel 0 is void in our channel
+    # convention (never a positive target); its bound -1 is never met.
+    # A MUL, not a SELECT with a constant 0: the int8 quantiser would put
+    # a quantise / dequantise pair on the SELECT's float input.
     c = class_heatmaps.shape[-1]
-    not_void = tf.constant([0.0] + [1.0] * (c - 1), tf.float32)
-    return probs * peak_mask * not_void
+    bound = tf.constant([-1.0] + [peak_error] * (c - 1), tf.float32)
+    return probs * tf.cast(pooled - probs < bound, tf.float32)
+
+
+def top_k_cells_then_channels(values: tf.Tensor, k: int):
+    """`tf.math.top_k` of values flattened to [B, h * w * C], in two stages.
+
+    Stage 1 keeps the k cells with the highest max over channels; stage 2
+    takes the top k of those cells' k * C values. The result is exactly the
+    flat top k, ties included (equal values in flat-index order): a cell
+    holding one of the top k has fewer than k cells ranked before it, each
+    holding a value ranked before that one, and the kept cells are put back
+    in index order before stage 2. It reads the map twice (max, then k * C
+    values) instead of running TopK over all of it: 0.17 instead of 1.57 ms
+    in TFLite at 80 x 80 x 201.
+
+    Args:
+      values: float [B, h, w, C]; h, w, C static.
+      k: int, 0 < k <= h * w * C.
+
+    Returns:
+      (values float [B, k] descending, indices int32 [B, k] into the
+      flattened h * w * C axis).
+    """
+    _, h, w, c = values.shape
+    if k >= h * w:  # every cell is a candidate
+        return tf.math.top_k(tf.reshape(values, [-1, h * w * c]), k=k)
+    per_cell = tf.reshape(values, [-1, h * w, c])
+    _, cells = tf.math.top_k(tf.reduce_max(per_cell, axis=-1), k=k)
+    cells = -tf.math.top_k(-cells, k=k).values  # ascending cell index
+    candidates = tf.gather(per_cell, cells, batch_dims=1)  # [B, k, C]
+    top, position = tf.math.top_k(tf.reshape(candidates, [-1, k * c]), k=k)
+    cell = tf.gather(cells, position // c, batch_dims=1)
+    return top, cell * c + position % c
 
 
 def extract_proposals(class_heatmaps: tf.Tensor, max_proposals: int,
@@ -78,9 +113,8 @@ def extract_proposals(class_heatmaps: tf.Tensor, max_proposals: int,
     if not 0 < max_proposals <= h * w * c:
         raise ValueError(f'max_proposals={max_proposals} must be in '
                          f'[1, h * w * C = {h * w * c}].')
-    peaks = tf.reshape(peak_scores(class_heatmaps, peak_kernel_size,
-                                   peak_error), [-1, h * w * c])
-    scores, flat_index = tf.math.top_k(peaks, k=max_proposals)
+    peaks = peak_scores(class_heatmaps, peak_kernel_size, peak_error)
+    scores, flat_index = top_k_cells_then_channels(peaks, max_proposals)
     cell = flat_index // c
     channel = flat_index - cell * c
     y = cell // w
@@ -177,6 +211,21 @@ def _resize_to_original(mask_logits: tf.Tensor, image_info: tf.Tensor,
 def hard_sigmoid(x: tf.Tensor) -> tf.Tensor:
     """relu6(x + 3) / 6: the reference's on-device mask probability."""
     return tf.nn.relu6(x + 3.0) * (1.0 / 6.0)
+
+
+def slot_areas(winner: tf.Tensor, k: int) -> tf.Tensor:
+    """Pixels won by each slot: float32 [B, k] from int32 winner [B, H, W]
+    with values in [0, k] (k = a sentinel, not counted).
+
+    One segment sum over the pixels (the sum of one_hot(winner, k) over H, W
+    touches k floats per pixel: 2.07 vs 0.04 ms in TFLite at 160 x 160, k
+    50). Exact: counts of ones below 2^24.
+    """
+    batch = tf.shape(winner)[0]
+    segments = winner + tf.range(batch)[:, tf.newaxis, tf.newaxis] * (k + 1)
+    counts = tf.math.unsorted_segment_sum(
+        tf.ones_like(segments, tf.float32), segments, batch * (k + 1))
+    return tf.reshape(counts, [-1, k + 1])[:, :k]
 
 
 def panoptic_merge(mask_logits: tf.Tensor, classes: tf.Tensor,
@@ -285,11 +334,10 @@ def panoptic_merge(mask_logits: tf.Tensor, classes: tf.Tensor,
         owned = confident if owned is None else tf.logical_and(owned,
                                                                confident)
     if owned is not None:
-        # Slot K is a void sentinel: one_hot gives zeros and the lookup 0.
+        # Slot K is a void sentinel: it has its own area and the lookup 0.
         winner = tf.where(owned, winner, k)
     original_area = tf.reduce_sum(tf.cast(above_half, tf.float32), axis=[1, 2])
-    mask_area = tf.reduce_sum(tf.one_hot(winner, k, dtype=tf.float32),
-                              axis=[1, 2])
+    mask_area = slot_areas(winner, k)
     kept = valid & (mask_area > small_area_threshold) & (original_area > 0.0)
     kept = kept & (mask_area > overlap_threshold * original_area)
 
