@@ -160,6 +160,9 @@ def test_maskconver_losses_combines_components():
     np.testing.assert_allclose(
         out['total_loss'], out['center_loss'] + 5.0 * (
             out['mask_bce_loss'] + out['mask_dice_loss']), rtol=1e-6)
+    # 0 is a weight, not "unset".
+    assert losses.effective_dice_weight(5.0, 0.0) == 0.0
+    assert losses.effective_dice_weight(5.0, None) == 5.0
 
 
 def test_float16_inputs_give_float32_results():

@@ -5,7 +5,11 @@ Each has a YAML in `experiments/` that says what it reproduces:
   section 5): MobileNet-MH + ASPP + 3 heads, SGD 0.9, cosine 0.04, 2000 warmup
   steps, 500k steps at batch 64, scale jitter 0.1-1.9.
 - maskconver_shapes: the same network on the built-in shapes set, sized for
-  2 CPU cores (the `make demo` recipe).
+  2 CPU cores. The base that tests and tools build on (K 50 and full-size
+  mask targets, as the COCO model). `make demo` trains it with
+  experiments/maskconver_shapes.yaml, the measured recipe, which sets K 20,
+  training mask targets at stride 2, 1400 steps and validation every 700
+  (tests/test_task.py pins exactly these differences).
 """
 
 from official.core import config_definitions as cfg
@@ -78,7 +82,11 @@ def maskconver_mobilenet_mh_coco() -> cfg.ExperimentConfig:
 
 @exp_factory.register_config_factory('maskconver_shapes')
 def maskconver_shapes() -> cfg.ExperimentConfig:
-    """The reference mobile network on the built-in shapes set, CPU-sized."""
+    """The reference mobile network on the built-in shapes set, CPU-sized.
+
+    The base of the `make demo` recipe (experiments/maskconver_shapes.yaml),
+    not the recipe itself: see the module docstring.
+    """
     image_size, train_batch, eval_batch, steps = 128, 16, 16, 1500
     model = model_cfg.maskconver_shapes(image_size)
     model.panoptic_generator.output_size = [image_size, image_size]
@@ -101,7 +109,9 @@ def maskconver_shapes() -> cfg.ExperimentConfig:
                 input_path='shapes/tfrecords/val*', is_training=False,
                 global_batch_size=eval_batch, drop_remainder=False,
                 parser=eval_parser),
-            losses=task_cfg.Losses(mask_weight=5.0, l2_weight_decay=1e-5)),
+            # Tuned with dice weight 1 (not mask_weight) on this set.
+            losses=task_cfg.Losses(mask_weight=5.0, dice_weight=1.0,
+                                   l2_weight_decay=1e-5)),
         trainer=cfg.TrainerConfig(
             train_steps=steps, validation_steps=-1,
             validation_interval=500, steps_per_loop=50, summary_interval=50,

@@ -76,6 +76,8 @@ class DataConfig(cfg.DataConfig):
 class Losses(hyperparams.Config):
     """Loss weights (reference section 2.4).
 
+    dice_weight: None = mask_weight (the reference: total = center +
+      mask_weight * (BCE + dice)); a float sets the dice weight alone.
     dice_mode: 'global' (the reference's one dice over all masks of the batch)
       or 'per_mask' (mean over real slots).
     l2_weight_decay: applied as Keras L2 with coefficient wd / 2, as Model
@@ -84,7 +86,7 @@ class Losses(hyperparams.Config):
     focal_alpha: float = 2.0
     focal_beta: float = 4.0
     mask_weight: float = 5.0
-    dice_weight: float = 1.0
+    dice_weight: Optional[float] = None
     dice_mode: str = 'global'
     l2_weight_decay: float = 1e-5
     loss_weight: float = 1.0

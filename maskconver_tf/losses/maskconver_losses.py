@@ -155,6 +155,11 @@ def dice_loss(mask_logits, mask_targets, mask_weights, padding_mask=None,
             tf.maximum(count, 1.0))
 
 
+def effective_dice_weight(mask_weight, dice_weight=None) -> float:
+    """The dice weight a config means: None = mask_weight (the reference)."""
+    return float(mask_weight if dice_weight is None else dice_weight)
+
+
 def maskconver_losses(class_heatmaps, mask_logits, labels, focal_alpha=2.0,
                       focal_beta=4.0, mask_weight=5.0, dice_weight=None,
                       dice_mode='global'):
@@ -180,8 +185,7 @@ def maskconver_losses(class_heatmaps, mask_logits, labels, focal_alpha=2.0,
       dict of float32 scalars: center_loss, mask_bce_loss, mask_dice_loss,
       total_loss.
     """
-    if dice_weight is None:
-        dice_weight = mask_weight
+    dice_weight = effective_dice_weight(mask_weight, dice_weight)
     padding = _f32(labels['padding_mask'])
     grid = tf.shape(class_heatmaps)[1:3]
     center_weights = 1.0 - tf.image.resize(

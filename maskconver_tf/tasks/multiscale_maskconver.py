@@ -10,12 +10,15 @@ Losses (reference section 7.1):
   1 - padding per cell; summed over the batch and divided by (the number of
   real slots in the global batch / replicas + 1), the reference's
   normalisation (all-reduced across replicas inside a replica context).
-- mask BCE and dice: the single-scale functions (BCE = weighted mean over
-  the real slots' valid pixels, which equals the reference's mean over
-  slots of per-slot pixel means when all slots of an image share the valid
-  pixels; dice per `losses.dice_mode`).
+- mask BCE and dice: the single-scale functions (dice per
+  `losses.dice_mode`). The BCE approximates the reference's: ours is
+  sum(weighted BCE) / (sum(weights) + 1), the reference's the per-slot pixel
+  means summed over slots / (slot count + 1). With N real slots sharing P
+  valid pixels that is S / (N P + 1) against S / (P (N + 1)): ours is
+  larger by (N + 1) P / (N P + 1), about 1 + 1/N (1.1x at 10 slots per
+  batch, 2x at one).
 - total = (center + mask_weight * BCE + dice_weight * dice) * loss_weight
-  + L2 (the reference experiment sets dice_weight = mask_weight = 10).
+  + L2 (dice_weight None = mask_weight; the reference experiment: 10).
 """
 
 from typing import Any, Dict, Mapping, Optional
@@ -112,8 +115,10 @@ class MultiScaleMaskConverTask(maskconver.MaskConverTask):
                      labels['mask_weights'], labels['padding_mask'])
         bce = maskconver_losses.mask_bce_loss(*mask_args)
         dice = maskconver_losses.dice_loss(*mask_args, mode=c.dice_mode)
+        dice_weight = maskconver_losses.effective_dice_weight(c.mask_weight,
+                                                              c.dice_weight)
         model_loss = c.loss_weight * (center + c.mask_weight * bce +
-                                      c.dice_weight * dice)
+                                      dice_weight * dice)
         l2_loss = (tf.add_n([tf.cast(x, tf.float32) for x in aux_losses])
                    if aux_losses else tf.constant(0.0))
         return {
