@@ -5,12 +5,17 @@ Every experiment and YAML loads strictly, validates and builds its model
 unknown YAML key raises KeyError; `init_checkpoint_modules` is validated and
 `initialize()` restores exactly the named modules; `build_inputs` gives
 static shapes; a class-count / dataset mismatch raises a clear error.
+Training: the effective dice weight of every recipe; the dropped-segments
+metric; mixed_float16 steps through the loss-scale optimizer; in-loop PQ
+on images of another size than the model input.
 """
 
 import glob
+import json
 import os
 
 import numpy as np
+from PIL import Image
 import pytest
 import tensorflow as tf
 import tf_keras
@@ -19,10 +24,13 @@ import yaml
 from official.core import exp_factory
 from official.core import task_factory
 from official.modeling import hyperparams
+from official.modeling import optimization
+from official.modeling import performance
 
 from maskconver_tf import registry_imports  # noqa: F401  (registrations)
 from maskconver_tf.data import create_tfrecords
 from maskconver_tf.data import shapes
+from maskconver_tf.losses import maskconver_losses
 from maskconver_tf.tasks import maskconver as task_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -312,3 +320,330 @@ def test_num_classes_dataset_mismatch_raises():
     params.task.label_mode = 'contiguous'
     with pytest.raises(ValueError, match='model.num_classes is 201'):
         task_factory.get_task(params.task)
+
+
+# Dice weight each recipe trains with: the reference's mask_weight for the
+# COCO recipes; 1 for the shapes recipe (tuned that way).
+DICE_WEIGHTS = {'maskconver_mobilenet_mh_coco': 5.0, 'maskconver_shapes': 1.0,
+                'maskconver_r50_convnext_unet_coco': 10.0}
+
+
+def _dice_weight(params):
+    c = params.task.losses
+    return maskconver_losses.effective_dice_weight(c.mask_weight, c.dice_weight)
+
+
+def test_effective_dice_weights_of_experiments_and_yamls():
+    assert set(DICE_WEIGHTS) == set(EXPERIMENTS)
+    for name, weight in DICE_WEIGHTS.items():
+        assert _dice_weight(exp_factory.get_exp_config(name)) == weight, name
+    for path in YAMLS:
+        name = _experiment_for_yaml(path)
+        params = hyperparams.override_params_dict(
+            exp_factory.get_exp_config(name), path, is_strict=True)
+        assert _dice_weight(params) == DICE_WEIGHTS[name], path
+    # The mobile recipe leaves it unset (= mask_weight); an override, as
+    # --params_override passes it, replaces the None default.
+    params = exp_factory.get_exp_config('maskconver_mobilenet_mh_coco')
+    assert params.task.losses.dice_weight is None
+    params = hyperparams.override_params_dict(
+        params, 'task.losses.dice_weight=2.5', is_strict=True)
+    assert _dice_weight(params) == 2.5
+
+
+def test_build_losses_weighs_dice_by_the_effective_weight():
+    rng = np.random.RandomState(0)
+    labels = {'heatmaps': rng.rand(2, 4, 4, 8).astype(np.float32),
+              'num_instances': np.array([2, 1], np.int32),
+              'masks': (rng.rand(2, 8, 8, 3) > 0.5).astype(np.float32),
+              'mask_weights': np.array([[1, 1, 0], [1, 0, 0]], np.float32),
+              'padding_mask': np.zeros([2, 8, 8], np.float32)}
+    outputs = {'class_heatmaps': tf.constant(rng.randn(2, 4, 4, 8),
+                                             tf.float32),
+               'mask_logits': tf.constant(rng.randn(2, 4, 4, 3), tf.float32)}
+    for dice_weight, expected in ((None, 5.0), (1.0, 1.0), (0.0, 0.0)):
+        params = _shapes_params()
+        params.task.losses.dice_weight = dice_weight
+        losses = task_factory.get_task(params.task).build_losses(labels,
+                                                                 outputs)
+        assert losses['mask_dice_loss'] > 0.01
+        np.testing.assert_allclose(
+            losses['model_loss'],
+            losses['center_loss'] + 5.0 * losses['mask_bce_loss']
+            + expected * losses['mask_dice_loss'], rtol=1e-6)
+
+
+def test_shapes_yaml_differs_from_the_registered_base_as_documented():
+    """experiments.py documents exactly these overrides of the YAML."""
+    base = exp_factory.get_exp_config('maskconver_shapes').as_dict()
+    recipe = hyperparams.override_params_dict(
+        exp_factory.get_exp_config('maskconver_shapes'),
+        os.path.join(REPO, 'experiments', 'maskconver_shapes.yaml'),
+        is_strict=True).as_dict()
+
+    def diff(a, b, path=()):
+        if isinstance(a, dict):
+            return {k: v for key in a for k, v in
+                    diff(a[key], b[key], path + (key,)).items()}
+        return {} if a == b else {'.'.join(path): (a, b)}
+
+    assert diff(base, recipe) == {
+        'task.model.num_instances': (50, 20),
+        'task.train_data.parser.mask_target_stride': (1, 2),
+        'trainer.train_steps': (1500, 1400),
+        'trainer.optimizer_config.learning_rate.cosine.decay_steps': (1500,
+                                                                      1400),
+        'trainer.validation_interval': (500, 700)}
+
+
+def test_init_checkpoint_modules_typo_fails_without_a_checkpoint():
+    params = _shapes_params()
+    assert not params.task.init_checkpoint
+    params.task.init_checkpoint_modules = 'backbone,decodr'
+    with pytest.raises(ValueError, match=r"unknown: \['decodr'\]"):
+        task_factory.get_task(params.task)
+
+
+def _train_data(params, records, batch, **parser):
+    data = params.task.train_data
+    data.input_path = records
+    data.global_batch_size = batch
+    data.parser.min_stuff_area = 16
+    data.parser.override(parser)
+    return data
+
+
+def test_dropped_segments_metric_counts_segments_beyond_k(shapes_records):
+    # No flip, no jitter: each image parses to the same segments with any K.
+    fixed = dict(aug_rand_hflip=False, aug_scale_min=1.0, aug_scale_max=1.0)
+    wide = _shapes_params()
+    wide_data = _train_data(wide, shapes_records, 1, **fixed)
+    wide_parser = task_factory.get_task(wide.task).build_parser(wide_data)
+    decoder = task_factory.get_task(wide.task).build_decoder(wide_data)
+    counts = [int(wide_parser.parse_fn(True)(decoder.decode(r))[1][
+        'num_instances']) for r in tf.data.TFRecordDataset(
+            tf.io.gfile.glob(shapes_records))]
+    assert len(counts) == 5 and max(counts) < 50
+    k = 2
+    expected = sum(max(n - k, 0) for n in counts)
+    assert expected > 0, counts
+
+    params = _shapes_params()
+    params.task.model.num_instances = k
+    data = _train_data(params, shapes_records, 5, **fixed)
+    data.shuffle_buffer_size = 1  # the batch is the 5 records in file order
+    task = task_factory.get_task(params.task)
+    tf_keras.utils.set_random_seed(0)
+    model = task.build_model()
+    batch = next(iter(task.build_inputs(data)))
+    np.testing.assert_array_equal(batch[1]['num_dropped_segments'],
+                                  [max(n - k, 0) for n in counts])
+    metrics = task.build_metrics(training=True)
+    task.train_step(batch, model, tf_keras.optimizers.SGD(0.0), metrics)
+    result = {m.name: float(m.result()) for m in metrics}
+    assert result[task_lib.DROPPED_METRIC] == expected
+    assert set(result) == set(task_lib.LOSS_NAMES) | {task_lib.DROPPED_METRIC}
+
+
+def _flat(arrays):
+    return np.concatenate([np.asarray(a, np.float64).ravel() for a in arrays])
+
+
+def test_mixed_float16_train_steps_scale_the_loss(shapes_records):
+    params = _shapes_params()
+    params.task.train_data = _train_data(params, shapes_records, 2)
+    # Model Garden's value: its train lib sets the 'mixed_float16' policy and
+    # create_optimizer wraps the optimizer in dynamic loss scaling.
+    params.runtime.mixed_precision_dtype = 'float16'
+    # Plain SGD: the update is -lr * gradient, so a missing (or doubled)
+    # unscaling would show as a 2^k times too large (small) step.
+    lr = 0.01
+    params.trainer.optimizer_config = optimization.OptimizationConfig({
+        'optimizer': {'type': 'sgd', 'sgd': {'momentum': 0.0}},
+        'learning_rate': {'type': 'constant',
+                          'constant': {'learning_rate': lr}}})
+    task = task_factory.get_task(params.task)
+    batch = next(iter(task.build_inputs(params.task.train_data)))
+    previous = tf_keras.mixed_precision.global_policy()
+    performance.set_mixed_precision_policy(params.runtime.mixed_precision_dtype)
+    try:
+        tf_keras.utils.set_random_seed(0)
+        model = task.build_model()
+        optimizer = task.create_optimizer(params.trainer.optimizer_config,
+                                          params.runtime)
+        assert model.backbone.compute_dtype == 'float16'
+    finally:
+        tf_keras.mixed_precision.set_global_policy(previous)
+    assert isinstance(optimizer, tf_keras.mixed_precision.LossScaleOptimizer)
+    assert model.trainable_variables[0].dtype == tf.float32
+
+    # The float32 gradient at the same weights.
+    reference = task.build_model()
+    reference.set_weights(model.get_weights())
+    with tf.GradientTape() as tape:
+        outputs = task._forward_train(reference, *batch)  # pylint: disable=protected-access
+        reference_loss = task.build_losses(batch[1], outputs,
+                                           reference.losses)['total_loss']
+    expected_update = -lr * _flat(tape.gradient(
+        reference_loss, reference.trainable_variables))
+
+    metrics = task.build_metrics(training=True)
+    step = tf.function(lambda b: task.train_step(b, model, optimizer, metrics))
+    scale = float(optimizer.loss_scale)
+    assert scale == 2.0 ** 15
+    # At init some float16 gradients overflow at the initial scale: those
+    # steps are skipped (weights kept) and halve the scale until one fits.
+    for _ in range(12):
+        before = _flat(model.trainable_variables)
+        logs = step(batch)
+        assert set(logs) == {task.loss}
+        assert logs[task.loss].dtype == tf.float32
+        assert float(logs[task.loss]) == pytest.approx(float(reference_loss),
+                                                       rel=1e-2)
+        update = _flat(model.trainable_variables) - before
+        if update.any():
+            break
+        assert float(optimizer.loss_scale) == scale / 2
+        scale /= 2
+    assert update.any(), 'every step overflowed'
+    assert float(optimizer.loss_scale) == scale
+    ratio = np.linalg.norm(update) / np.linalg.norm(expected_update)
+    cosine = update @ expected_update / (np.linalg.norm(update) *
+                                         np.linalg.norm(expected_update))
+    # float16 rounding of an ill-conditioned gradient at init: measured
+    # cosine 0.73-0.81, norm ratio 1.03-1.06 over three seeds.
+    assert 0.8 < ratio < 1.25 and cosine > 0.5, (ratio, cosine)
+    result = {m.name: float(m.result()) for m in metrics}
+    assert set(result) == set(task_lib.LOSS_NAMES) | {task_lib.DROPPED_METRIC}
+    assert all(np.isfinite(v) for v in result.values()), result
+
+
+# A 96 x 80 (H x W) scene for in-loop PQ: sky (11) over ground (12), a disc
+# (1) in the sky and two squares (2) on the ground; panoptic segment ids 1-5.
+PQ_HEIGHT, PQ_WIDTH, PQ_CANVAS = 96, 80, 112
+PQ_SEGMENTS = [(1, 11), (2, 12), (3, 1), (4, 2), (5, 2)]  # (id, category)
+DISC, SQUARE_B = (slice(10, 30), slice(40, 70)), (slice(60, 90),
+                                                  slice(45, 75))
+
+
+def _pq_scene():
+    ids = np.ones([PQ_HEIGHT, PQ_WIDTH], np.int32)
+    ids[40:] = 2
+    ids[DISC] = 3
+    ids[50:70, 10:30] = 4
+    ids[SQUARE_B] = 5
+    return ids
+
+
+@pytest.fixture(scope='module')
+def pq_records(tmp_path_factory):
+    """Two identical 96 x 80 images (TFRecords), for a 64 x 64 model."""
+    root = tmp_path_factory.mktemp('pq')
+    ids = _pq_scene()
+    categories = [c for _, c in PQ_SEGMENTS]
+    palette = np.random.RandomState(0).randint(0, 256, [6, 3]).astype(np.uint8)
+    os.makedirs(root / 'images')
+    os.makedirs(root / 'panoptic')
+    images, annotations = [], []
+    for image_id in (1, 2):
+        stem = f'{image_id:06d}'
+        Image.fromarray(palette[ids]).save(root / 'images' / f'{stem}.png')
+        Image.fromarray(shapes.encode_panoptic_png(ids)).save(
+            root / 'panoptic' / f'{stem}.png')
+        images.append({'id': image_id, 'file_name': f'{stem}.png',
+                       'height': PQ_HEIGHT, 'width': PQ_WIDTH})
+        annotations.append({'image_id': image_id, 'file_name': f'{stem}.png',
+                            'segments_info': shapes._segments_info(  # pylint: disable=protected-access
+                                ids, categories)})
+    with open(root / 'panoptic.json', 'w') as f:
+        json.dump({'images': images, 'annotations': annotations,
+                   'categories': shapes.CATEGORIES}, f)
+    create_tfrecords.convert(str(root / 'images'), str(root / 'panoptic.json'),
+                             str(root / 'panoptic'), str(root / 'rec' / 'val'))
+    return str(root / 'rec' / 'val*')
+
+
+class _CanvasModel:
+    """Stands in for the network: returns given panoptic canvases in turn."""
+
+    def __init__(self, canvases):
+        self.canvases = list(canvases)
+
+    def __call__(self, images, image_info=None, training=False):
+        del images, image_info, training
+        category, instance = self.canvases.pop(0)
+        return {'category_mask': tf.constant(category[np.newaxis]),
+                'instance_mask': tf.constant(instance[np.newaxis])}
+
+
+def test_in_loop_pq_on_images_of_another_size(pq_records):
+    ids = _pq_scene()
+    category = np.zeros_like(ids)
+    for sid, cid in PQ_SEGMENTS:
+        category[ids == sid] = cid
+    instance = np.where(category < 10, ids, 0)  # things only
+
+    def canvas(category, instance):
+        """Prediction on the output canvas (original-image pixels, as the
+        model's rescaled output); junk outside the image, where the padded
+        ground truth is void, must not count."""
+        c = np.full([PQ_CANVAS, PQ_CANVAS], 13, np.int32)  # wall
+        i = np.zeros([PQ_CANVAS, PQ_CANVAS], np.int32)
+        c[100:, :20], i[100:, :20] = 1, 9  # a disc below the image
+        c[:PQ_HEIGHT, :PQ_WIDTH] = category
+        i[:PQ_HEIGHT, :PQ_WIDTH] = instance
+        return c, i
+
+    # Image 2: the disc's last 5 rows predicted as sky; square B as void.
+    category2, instance2 = category.copy(), instance.copy()
+    category2[25:30, DISC[1]], instance2[25:30, DISC[1]] = 11, 0
+    category2[SQUARE_B], instance2[SQUARE_B] = 0, 0
+    model = _CanvasModel([canvas(category, instance),
+                          canvas(category2, instance2)])
+
+    params = _shapes_params()
+    params.task.model.panoptic_generator.output_size = [PQ_CANVAS, PQ_CANVAS]
+    data = params.task.validation_data
+    data.input_path = pq_records
+    data.global_batch_size = 1
+    data.parser.segmentation_groundtruth_padded_size = [PQ_CANVAS, PQ_CANVAS]
+    task = task_factory.get_task(params.task)
+    task.build_metrics(training=False)
+    state = None
+    for images, labels in task.build_inputs(data):
+        assert images.shape == (1, 64, 64, 3)
+        # Resized to 64 x 53 (80 * 2/3 rounded) inside the 64 x 64 input.
+        np.testing.assert_allclose(
+            labels['image_info'][0],
+            [[96, 80], [64, 64], [64 / 96, 53 / 80], [0, 0]], rtol=1e-6)
+        gt = labels['groundtruth_category_mask'][0].numpy()
+        np.testing.assert_array_equal(gt[:PQ_HEIGHT, :PQ_WIDTH], category)
+        assert gt.shape == (PQ_CANVAS, PQ_CANVAS) and gt[PQ_HEIGHT:].max() == 0
+        logs = task.validation_step((images, labels), model)
+        state = task.aggregate_logs(state, logs)
+    assert not model.canvases
+    result = task.reduce_aggregated_logs(state)
+
+    # Expected, per category over both images (IoU; TP, FP, FN):
+    sky = (ids == 1).sum()  # 2600 px
+    pq = {
+        # disc: IoU 1 and 450 / 600.
+        1: (1.0 + 450 / 600) / 2,
+        # square: 3 TP of IoU 1, 1 FN (square B of image 2).
+        2: 3.0 / (3 + 0.5),
+        # sky: IoU 1 and sky / (sky + the 150 disc px predicted as sky).
+        11: (1.0 + sky / (sky + 150)) / 2,
+        12: 1.0,
+    }
+    expected = {
+        'All_pq': np.mean(list(pq.values())),
+        'Things_pq': (pq[1] + pq[2]) / 2,
+        'Stuff_pq': (pq[11] + pq[12]) / 2,
+        'Things_rq': (1.0 + 3 / 3.5) / 2,
+        'Things_sq': (pq[1] + 1.0) / 2,
+        'All_num_categories': 4, 'Things_num_categories': 2,
+        'Stuff_num_categories': 2,
+    }
+    for key, value in expected.items():
+        assert result[f'panoptic_quality/{key}'] == pytest.approx(
+            value, rel=1e-6), key

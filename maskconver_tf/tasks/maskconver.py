@@ -31,6 +31,8 @@ from maskconver_tf.modeling import factory
 INIT_CHECKPOINT_MODULES = ('all', 'backbone', 'decoder')
 LOSS_NAMES = ('total_loss', 'model_loss', 'center_loss', 'mask_bce_loss',
               'mask_dice_loss', 'l2_loss')
+# Segments beyond K (they keep their heatmap peak but lose mask supervision).
+DROPPED_METRIC = 'num_dropped_segments'
 PQ_PREFIX = 'panoptic_quality'
 
 
@@ -69,6 +71,8 @@ class MaskConverTask(base_task.Task):
                 f'{params.dataset!r} (label_mode '
                 f'{self.descriptor.label_mode!r}) has '
                 f'{self.descriptor.num_classes} class channels')
+        # A typo fails here, not only when a checkpoint is restored.
+        validate_init_checkpoint_modules(params.init_checkpoint_modules)
 
     # Model ------------------------------------------------------------------
     def build_model(self) -> tf_keras.Model:
@@ -78,6 +82,8 @@ class MaskConverTask(base_task.Task):
         wd = self.task_config.losses.l2_weight_decay
         # Keras L2 is sum(w^2) * c; Model Garden's wd follows tf.nn.l2_loss.
         l2_regularizer = tf_keras.regularizers.l2(wd / 2.0) if wd else None
+        # Unlike the reference, no global seed / op determinism here: that
+        # would be a process-wide side effect (and slower); callers seed.
         model = factory.build_maskconver_model(
             input_specs=input_specs, model_config=model_config,
             l2_regularizer=l2_regularizer, descriptor=self.descriptor)
@@ -192,6 +198,9 @@ class MaskConverTask(base_task.Task):
     def build_metrics(self, training: bool = True):
         metrics = [tf_keras.metrics.Mean(name, dtype=tf.float32)
                    for name in LOSS_NAMES]
+        # A sum: the segments dropped since the metrics were last reset
+        # (each logged train loop; the whole validation set).
+        metrics.append(tf_keras.metrics.Sum(DROPPED_METRIC, dtype=tf.float32))
         if not training:
             self.pq_metric = self._build_pq_evaluator()
         return metrics
@@ -243,10 +252,15 @@ class MaskConverTask(base_task.Task):
         finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(v))
                                 for v in tvars])
         logs = {self.loss: tf.where(finite, losses['total_loss'], np.nan)}
-        if metrics:
-            for m in metrics:
-                m.update_state(losses[m.name])
+        self._update_metrics(metrics, losses, labels)
         return logs
+
+    @staticmethod
+    def _update_metrics(metrics, losses, labels):
+        values = dict(losses, **{DROPPED_METRIC: tf.reduce_sum(
+            tf.cast(labels[DROPPED_METRIC], tf.float32))})
+        for m in metrics or []:
+            m.update_state(values[m.name])
 
     def validation_step(self, inputs: Tuple[Any, Any], model: tf_keras.Model,
                         metrics: Optional[List[Any]] = None) -> Dict[str, Any]:
@@ -258,8 +272,7 @@ class MaskConverTask(base_task.Task):
             train_outputs = self._forward_train(model, images, labels,
                                                 training=False)
             losses = self.build_losses(labels, train_outputs, model.losses)
-            for m in metrics:
-                m.update_state(losses[m.name])
+            self._update_metrics(metrics, losses, labels)
             logs[self.loss] = losses['total_loss']
         logs[PQ_PREFIX] = (
             {'category_mask': labels['groundtruth_category_mask'],
