@@ -7,7 +7,8 @@
 - A 64 px multi-scale variant (ResNet-18, levels 3-6, narrow heads) runs 2
   train steps of the real task on shapes TFRecords with copy-paste, using the
   experiment's AdamW + EMA optimizer: finite losses, every variable gets a
-  gradient and moves; validation_step feeds PQ.
+  gradient and moves; the dropped-segments metric counts the (segment,
+  level) pairs beyond K; validation_step feeds PQ.
 """
 
 import os
@@ -215,11 +216,16 @@ def test_two_train_steps_and_validation(records):
     before = [v.numpy().copy() for v in model.trainable_variables]
     losses = []
     iterator = iter(train)
-    for _ in range(2):
-        logs = step(next(iterator))
+    batches = [next(iterator) for _ in range(2)]
+    for batch in batches:
+        logs = step(batch)
         losses.append(float(logs['loss']))
     assert all(np.isfinite(losses)), losses
     values = {m.name: float(m.result()) for m in metrics}
+    # K = 8 slots: (segment, level) pairs beyond them are reported.
+    dropped = sum(int(tf.reduce_sum(labels['num_dropped_segments']))
+                  for _, labels in batches)
+    assert values['num_dropped_segments'] == dropped > 0, dropped
     for name in ('center_loss', 'mask_bce_loss', 'mask_dice_loss'):
         assert np.isfinite(values[name]) and values[name] > 0, values
     # train_step raises if a variable gets no gradient (None); here the
