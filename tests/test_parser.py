@@ -94,6 +94,68 @@ def test_flip_keeps_image_and_masks_together():
     assert columns == {1, 6}  # both outcomes occurred
 
 
+def _shrink(mask):
+    """Pixels whose 4 neighbours are also in the mask (edges: excluded)."""
+    inner = mask.copy()
+    inner[1:-1, 1:-1] &= (mask[:-2, 1:-1] & mask[2:, 1:-1] &
+                          mask[1:-1, :-2] & mask[1:-1, 2:])
+    inner[[0, -1]] = False
+    inner[:, [0, -1]] = False
+    return inner
+
+
+def test_scale_jitter_keeps_image_masks_and_image_info_together():
+    parser = make_parser(aug_rand_hflip=False, aug_scale_min=0.5,
+                         aug_scale_max=1.5)
+    example = {k: tf.constant(v) for k, v in scene().items()}
+    scales, offsets = [], []
+    for seed in range(8):
+        tf.random.set_seed(seed)
+        image, labels = parser.parse_fn(is_training=True)(example)
+        info = labels['image_info'].numpy()
+        np.testing.assert_array_equal(info[:2], [[64, 64], [64, 64]])
+        scale, offset = info[2], info[3].astype(int)
+        # Square in, square out: one scale, jittered within 0.5-1.5 up to
+        # the rounding of the scaled size (64 * s to whole pixels).
+        assert scale[0] == scale[1]
+        assert 0.5 - 0.5 / 64 <= scale[0] <= 1.5 + 0.5 / 64
+        scaled = int(round(64 * scale[0]))
+        assert scale[0] == pytest.approx(scaled / 64, rel=1e-6)
+        assert np.all(offset >= 0) and np.all(offset <= max(scaled - 64, 0))
+        # The image covers rows / cols [0, scaled - offset); the rest is
+        # padding.
+        extent = min(64, scaled - offset[0]), min(64, scaled - offset[1])
+        expected_padding = np.ones([64, 64])
+        expected_padding[:extent[0], :extent[1]] = 0
+        np.testing.assert_array_equal(labels['padding_mask'],
+                                      expected_padding)
+        # The thing's mask target from image_info alone: output pixel i
+        # reads input pixel floor((i + offset + 0.5) * 64 / scaled)
+        # (nearest, half-pixel); the thing is rows 20..35, cols 4..19.
+        rows = np.floor((np.arange(64) + offset[0] + 0.5) * 64 / scaled)
+        cols = np.floor((np.arange(64) + offset[1] + 0.5) * 64 / scaled)
+        expected = (((rows >= 20) & (rows <= 35))[:, None] &
+                    ((cols >= 4) & (cols <= 19))[None, :])
+        expected[extent[0]:] = False
+        expected[:, extent[1]:] = False
+        classes = labels['classes'].numpy().tolist()
+        if 1 in classes:
+            thing = labels['masks'].numpy()[..., classes.index(1)] == 1
+        else:  # cropped away
+            thing = np.zeros([64, 64], bool)
+        np.testing.assert_array_equal(thing, expected)
+        # The image agrees away from the thing's border (bilinear blends
+        # the border pixels): red inside, not red outside.
+        red = image.numpy()[..., 0] > 1.0
+        assert np.all(red[_shrink(thing)])
+        assert not np.any(red[_shrink(~thing)])
+        scales.append(scale[0])
+        offsets.append(offset)
+    # Both jitter branches occurred: shrunk and padded, enlarged and cropped.
+    assert min(scales) < 1.0 < max(scales)
+    assert np.any(np.asarray(offsets) > 0)
+
+
 def test_eval_image_info_and_groundtruth_for_non_square_image():
     parser = make_parser(segmentation_groundtruth_padded_size=[100, 128])
     example = scene(48, 96)
