@@ -142,6 +142,20 @@ def test_check_data_config_skips_tfds(record_file):
     assert tc.check_data_config(tfds_cfg) == {}
 
 
+def test_check_data_config_full_mode_finds_late_payloads(record_file,
+                                                        monkeypatch):
+    from maskconver_tf.configs import maskconver_task as task_cfg
+    _flip(record_file, _offsets()[10] + 12 + 3)
+    cfg = task_cfg.DataConfig(input_path=record_file)
+    assert tc.check_data_config(cfg) == {record_file: len(PAYLOADS)}
+    # The explicit mode wins over the environment (the train CLI's check
+    # after a DataLossError).
+    monkeypatch.setenv(tc.ENV_VAR, 'off')
+    with pytest.raises(tc.CorruptRecordError) as e:
+        tc.check_data_config(cfg, mode='full')
+    assert (e.value.path, e.value.index) == (record_file, 10)
+
+
 def test_cli_reports_one_line(record_file, capsys):
     assert tc.main([record_file]) == 0
     assert f'{record_file}: {len(PAYLOADS)} records OK' in capsys.readouterr().out

@@ -6,7 +6,8 @@
   Model Garden's message, and no checkpoint holds weights from after the
   blow-up;
 - a corrupt TFRecord fails before training with a one-line error naming the
-  file and record;
+  file and record; a bad payload past the records the pre-flight check
+  verifies fails mid-run with the same kind of error;
 - `--mode train_and_eval` writes params.yaml, checkpoints and TensorBoard
   summaries (losses, learning rate, PQ); `--mode eval` and
   `--mode continuous_eval` on its model dir reproduce its last evaluation;
@@ -33,6 +34,7 @@ import tensorflow as tf
 
 from maskconver_tf.data import create_tfrecords
 from maskconver_tf.data import shapes
+from maskconver_tf.data import tfrecord_check
 
 TIMEOUT = 900  # s; generous: other jobs share the 2 cores
 STEP_LINE = re.compile(r'^train \| step: +(\d+) \| steps/sec', re.M)
@@ -128,6 +130,21 @@ def _assert_finite(checkpoint_prefix):
     assert n > 100  # the model's weights, not only counters
 
 
+def _damage(path, record, position):
+    """Flips the byte at `position` of record `record` (0 = its length
+    field); returns the record's offset. Walks the uint64 lengths."""
+    with open(path, 'r+b') as f:
+        offset = 0
+        for _ in range(record):
+            f.seek(offset)
+            offset += 12 + int.from_bytes(f.read(8), 'little') + 4
+        f.seek(offset + position)
+        byte = f.read(1)[0]
+        f.seek(offset + position)
+        f.write(bytes([byte ^ 0xff]))
+    return offset
+
+
 def _global_step(checkpoint_prefix):
     reader = tf.train.load_checkpoint(checkpoint_prefix)
     return int(reader.get_tensor('global_step/.ATTRIBUTES/VARIABLE_VALUE'))
@@ -139,17 +156,13 @@ def failure_runs(records, tmp_path_factory):
     root = tmp_path_factory.mktemp('cli_failures')
     corrupt = str(root / 'corrupt-00000-of-00001.tfrecord')
     shutil.copy(records, corrupt)
-    # Flip a byte in the length field of record 3 (records are dealt in
-    # order; find its offset by walking the uint64 lengths).
-    with open(corrupt, 'r+b') as f:
-        offset = 0
-        for _ in range(3):
-            f.seek(offset)
-            offset += 12 + int.from_bytes(f.read(8), 'little') + 4
-        f.seek(offset + 2)
-        byte = f.read(1)[0]
-        f.seek(offset + 2)
-        f.write(bytes([byte ^ 0xff]))
+    offset = _damage(corrupt, 3, 2)  # record 3's length field
+    # A payload byte of record 6: past the payloads the pre-flight check
+    # verifies, so training starts and the reader fails.
+    assert tfrecord_check.DEFAULT_CRC_RECORDS < 6
+    late = str(root / 'late-00000-of-00001.tfrecord')
+    shutil.copy(records, late)
+    late_offset = _damage(late, 6, 12 + 100)
     runs = {}
     # Steps 1-2 at lr 0.01, then an infinite rate: the update of step 3
     # leaves non-finite weights.
@@ -170,8 +183,10 @@ def failure_runs(records, tmp_path_factory):
     runs['corrupt'] = _start(_command(
         root / 'corrupt', corrupt, 'trainer.train_steps=2'),
         str(root / 'corrupt.log'))
+    runs['late'] = _start(_command(
+        root / 'late', late, 'trainer.train_steps=2'), str(root / 'late.log'))
     yield {'root': root, 'corrupt_file': corrupt, 'corrupt_offset': offset,
-           **runs}
+           'late_file': late, 'late_offset': late_offset, **runs}
     for proc in runs.values():
         if proc.poll() is None:
             proc.kill()
@@ -266,6 +281,23 @@ def test_corrupt_record_names_file_and_record(failure_runs):
     assert not _indexed_checkpoints(failure_runs['root'] / 'corrupt')
 
 
+def test_corrupt_payload_past_the_preflight_names_file_and_record(
+        failure_runs):
+    code, log = _finish(failure_runs['late'])
+    assert code != 0
+    assert 'training until step' in log  # the pre-flight check passed
+    path = failure_runs['late_file']
+    lines = [line for line in log.splitlines()
+             if line.startswith('maskconver_tf.data.tfrecord_check.'
+                                'CorruptRecordError')]
+    assert len(lines) == 1, log[-3000:]
+    assert lines[0].startswith(
+        'maskconver_tf.data.tfrecord_check.CorruptRecordError: '
+        f'{path}: record 6 at byte {failure_runs["late_offset"]}: data CRC '
+        'check failed'), lines[0]
+    assert not _indexed_checkpoints(failure_runs['root'] / 'late')
+
+
 EVAL_RUN = ('task.validation_data.global_batch_size=4',
             'trainer.validation_steps=2', 'trainer.train_steps=4',
             'trainer.validation_interval=2', 'trainer.checkpoint_interval=2',
@@ -306,8 +338,11 @@ def test_train_and_eval_writes_params_and_summaries(eval_runs):
     scalars = plots.read_scalars(str(model_dir))
     train = {tag: dict(series) for tag, series in scalars['train'].items()}
     for tag in ('total_loss', 'model_loss', 'l2_loss', 'center_loss',
-                'mask_bce_loss', 'mask_dice_loss', 'learning_rate'):
+                'mask_bce_loss', 'mask_dice_loss', 'num_dropped_segments',
+                'learning_rate'):
         assert sorted(train[tag]) == [1, 2, 3, 4], tag
+    # K 50 holds every segment of a 64 px shapes image.
+    assert set(train['num_dropped_segments'].values()) == {0.0}
     for step in range(1, 5):
         assert train['total_loss'][step] == pytest.approx(
             train['model_loss'][step] + train['l2_loss'][step], rel=1e-5)

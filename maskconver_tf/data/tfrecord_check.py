@@ -22,7 +22,8 @@ What is checked (`MASKCONVER_TFRECORD_CHECK` environment variable):
 - 'off': no check.
 
 `python -m maskconver_tf.data.tfrecord_check [--full] PATTERN...` runs the
-check by hand (e.g. after a `DataLossError` in a long run).
+check by hand; the train CLI runs the 'full' check itself after a
+`DataLossError`, to name the file.
 """
 
 import argparse
@@ -192,13 +193,16 @@ def check_files(input_path: Union[str, Sequence[str]],
             for f in input_reader.match_files(input_path)}
 
 
-def check_data_config(params) -> Dict[str, int]:
-    """Checks the TFRecords of a task DataConfig; a no-op for TFDS inputs."""
+def check_data_config(params, mode: Optional[str] = None) -> Dict[str, int]:
+    """Checks the TFRecords of a task DataConfig; a no-op for TFDS inputs.
+
+    `mode` as in `check_files` (None = the environment variable's).
+    """
     decoder_type = getattr(getattr(params, 'decoder', None), 'type', 'tfrecord')
     if (getattr(params, 'tfds_name', '') or params.file_type != 'tfrecord'
             or decoder_type != 'tfrecord' or not params.input_path):
         return {}
-    return check_files(params.input_path)
+    return check_files(params.input_path, mode)
 
 
 def main(argv=None) -> int:
