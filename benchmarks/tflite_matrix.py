@@ -10,7 +10,10 @@ maskconver_mobilenet_mh_coco) as a tflite-type SavedModel, converts
 (`GRAPHS`)
 - "cnn": backbone + ASPP + heads only (outputs heatmaps and embeddings),
 - "full s<k>": the whole pipeline with in-graph post-processing (merge
-  stride k, see `export_module.merge_at_stride`),
+  stride k, see `export_module.merge_at_stride`), with the sparse heads
+  (`MaskConverModel.sparse_inference`: the center-embedding tail at the K
+  proposals, the mask-feature classifier folded into the slot embeddings)
+  unless the graph says "dense",
 - "split": the heads' 7x7 depthwise convs traced as 7x3 + 7x3 + 7x1 tiles
   with their BatchNorm folded in (`export_module.split_large_depthwise`,
   same function),
@@ -81,11 +84,13 @@ def save_cnn(model, size, path, split):
                             signatures={'serving_default': serve})
 
 
-# (graph, merge stride or None for the CNN alone, split 7x7, precisions)
-GRAPHS = (('full s1 split', 1, True, ('float32', 'fp16', 'int8')),
-          ('full s4 split', 4, True, ('float32', 'int8')),
-          ('cnn', None, False, ('float32', 'fp16', 'int8')),
-          ('cnn split', None, True, ('float32', 'int8')))
+# (graph, merge stride or None for the CNN alone, split 7x7, sparse heads,
+# precisions)
+GRAPHS = (('full s1 split', 1, True, True, ('float32', 'fp16', 'int8')),
+          ('full s4 split', 4, True, True, ('float32', 'int8')),
+          ('full s4 split dense', 4, True, False, ('float32', 'int8')),
+          ('cnn', None, False, False, ('float32', 'fp16', 'int8')),
+          ('cnn split', None, True, False, ('float32', 'int8')))
 
 
 def reestimate_batch_norm(model, images):
@@ -127,7 +132,7 @@ def build_models(size, work_dir, checkpoint_path, calibration,
         count = reestimate_batch_norm(model, calibration)
         print(f'initial weights, statistics of {count} BatchNorms '
               f're-estimated on {len(calibration)} images', flush=True)
-    for graph, stride, split, labels in graphs:
+    for graph, stride, split, sparse, labels in graphs:
         tag = _tag(graph)
         export_dir = os.path.join(work_dir, f'export_{size}_{tag}')
         if stride is not None:
@@ -135,7 +140,8 @@ def build_models(size, work_dir, checkpoint_path, calibration,
                 params, export_dir, checkpoint_path=checkpoint_path,
                 batch_size=1, input_type='tflite',
                 input_image_size=[size, size], merge_stride=stride,
-                split_depthwise=split, experiment=EXPERIMENT, model=model)
+                split_depthwise=split, sparse_heads=sparse,
+                experiment=EXPERIMENT, model=model)
             model = module.model
             with open(os.path.join(export_dir,
                                    export_module.SIDECAR_NAME)) as f:

@@ -49,6 +49,11 @@ flags.DEFINE_bool('split_depthwise', None, 'Trace depthwise kernels of more '
                   '+ 7x1, with the BatchNorm after them folded in (same '
                   'function; fast with LiteRT XNNPACK). Default: on for '
                   '--input_type=tflite.')
+flags.DEFINE_bool('sparse_heads', None, 'Run the center-embedding head '
+                  'after its last depthwise conv at the K proposals only and '
+                  'fold the mask-feature classifier into the slot embeddings '
+                  '(same function, three fewer dense 1x1 convs). Default: on '
+                  'when the model allows it (1x1 classifiers, no upsampling).')
 flags.DEFINE_bool('log_model_flops_and_params', False, 'As Model Garden.')
 
 
@@ -74,7 +79,8 @@ def main(_):
             input_image_size=parse_size(FLAGS.input_image_size),
             include_logits=FLAGS.include_logits,
             merge_stride=FLAGS.merge_stride,
-            split_depthwise=FLAGS.split_depthwise, experiment=FLAGS.experiment,
+            split_depthwise=FLAGS.split_depthwise,
+            sparse_heads=FLAGS.sparse_heads, experiment=FLAGS.experiment,
             log_model_flops_and_params=FLAGS.log_model_flops_and_params)
     except ValueError as e:
         sys.exit(f'export_saved_model: {e}')

@@ -149,6 +149,50 @@ def test_keras_saved_model_and_float_tflite_agree(params, model, tmp_path):
     assert sum(op.name == 'DEPTHWISE_CONV_2D' for op in ops) == 19 + 6 * 3
 
 
+def test_sparse_heads_match_the_dense_export(params):
+    """The default export runs the center-embedding tail at the K proposals
+    and folds the mask-feature classifier (MaskConverModel.sparse_inference);
+    it gives the dense graph's outputs, with activations that do not vanish
+    (BatchNorm statistics of the test images)."""
+    tf.keras.utils.set_random_seed(4)
+    dense = export_module.MaskConverModule(
+        params, batch_size=1, input_image_size=[SIZE, SIZE],
+        input_type='tflite', include_logits=True, sparse_heads=False)
+    sparse = export_module.MaskConverModule(
+        params, batch_size=1, input_image_size=[SIZE, SIZE],
+        input_type='tflite', include_logits=True, model=dense.model)
+    assert sparse.metadata()['sparse_heads']
+    assert not dense.metadata()['sparse_heads']
+    rng = np.random.RandomState(6)
+    images = np.stack([np.asarray(preprocess.preprocess_image(
+        rng.randint(0, 256, (SIZE, SIZE, 3)).astype(np.uint8),
+        (SIZE, SIZE))[0]) for _ in range(4)])
+    for layer in dense.model.submodules:
+        if export_module.is_batch_norm(layer):
+            layer.momentum = 0.0
+    dense.model.dense_outputs(tf.constant(images), training=True)
+    want = export_test_utils.keras_outputs(dense, images)
+    got = export_test_utils.keras_outputs(sparse, images)
+    assert np.abs(want['mask_logits']).max() > 1.0
+    report = export_test_utils.compare_outputs(want, got, logits_atol=1e-4,
+                                               min_agreement=1.0)
+    assert report['category_mask'] == 1.0
+    np.testing.assert_array_equal(got['classes'], want['classes'])
+
+
+def test_sparse_heads_refused_for_a_model_without_pointwise_tails(params):
+    p = params.replace(task={'model': {'mask_feature_head': {
+        'upsample_factor': 2}}})
+    with pytest.raises(ValueError, match='sparse_heads'):
+        export_module.MaskConverModule(p, batch_size=1,
+                                       input_image_size=[SIZE, SIZE],
+                                       input_type='tflite', sparse_heads=True)
+    module = export_module.MaskConverModule(p, batch_size=1,
+                                            input_image_size=[SIZE, SIZE],
+                                            input_type='tflite')
+    assert not module.metadata()['sparse_heads']
+
+
 def test_bad_input_size_and_batch_refused(params):
     with pytest.raises(ValueError, match='multiple of 16'):
         export_module.MaskConverModule(params, batch_size=1,

@@ -95,3 +95,27 @@ def test_padding_class_reads_row_zero_and_bad_combination():
     np.testing.assert_array_equal(pad.numpy(), zero.numpy())
     with pytest.raises(ValueError, match='combination'):
         MaskEmbeddingGenerator(num_classes=C, combination='concat')
+
+
+def test_logits_through_linear_fold_the_pixel_classifier():
+    """<m, W f + b> = <W^T m, f> + <m, b>: hand-checked 1 x 1 x 2 x 2 case,
+    then random shapes against the dense einsum."""
+    m = tf.constant([[[1.0, 2.0], [0.0, -1.0]]])           # [1, K=2, E=2]
+    f = tf.constant([[[[3.0, 1.0], [0.0, 2.0]]]])          # [1, 1, 2, C=2]
+    kernel = tf.constant([[[[1.0, 0.0], [2.0, 1.0]]]])     # [1, 1, C, E]
+    bias = tf.constant([0.5, -1.0])
+    # Pixel (0, 0): W f = [3 + 2, 1] = [5, 1] + b = [5.5, 0]; pixel (0, 1):
+    # [0 + 4, 2] + b = [4.5, 1]. Slot 0 (1, 2): 5.5, 6.5; slot 1 (0, -1):
+    # 0, -1.
+    got = MaskEmbeddingGenerator.logits_through_linear(m, f, kernel, bias)
+    np.testing.assert_allclose(got.numpy(), [[[[5.5, 0.0], [6.5, -1.0]]]])
+    rng = np.random.RandomState(1)
+    m = tf.constant(rng.randn(B, K, E), tf.float32)
+    f = tf.constant(rng.randn(B, H, W, 5), tf.float32)
+    kernel = tf.constant(rng.randn(1, 1, 5, E), tf.float32)
+    bias = tf.constant(rng.randn(E), tf.float32)
+    pixels = np.einsum('bhwc,ce->bhwe', f.numpy(), kernel.numpy()[0, 0])
+    want = np.einsum('bke,bhwe->bhwk', m.numpy(), pixels + bias.numpy())
+    got = MaskEmbeddingGenerator.logits_through_linear(m, f, kernel, bias)
+    assert got.shape == (B, H, W, K) and got.dtype == tf.float32
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-4, atol=1e-4)

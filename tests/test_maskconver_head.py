@@ -100,3 +100,40 @@ def test_multiscale_head_shares_convs_with_per_level_norms():
         out[:, -16:].numpy(),
         tf.reshape(alone({'5': features['5']}), [2, 16, 5]).numpy(),
         atol=1e-5)
+
+
+@pytest.mark.parametrize('depthwise,num_convs', [(True, 2), (False, 2),
+                                                 (True, 0)])
+def test_pointwise_tail_at_gathered_pixels_equals_the_dense_head(
+        depthwise, num_convs):
+    """call = pointwise_tail(spatial_features); the tail of K gathered
+    feature vectors is the dense output at those pixels."""
+    head = MaskConverHead(num_outputs=5, low_level_num_filters=8,
+                          num_convs=num_convs, num_filters=8,
+                          use_depthwise_convolution=depthwise,
+                          depthwise_kernel_size=3, bias_initializer=0.3)
+    features = _features(seed=3, dec_channels=8)
+    dense = head(features, training=False).numpy()
+    spatial = head.spatial_features(features, training=False)
+    np.testing.assert_array_equal(
+        head.pointwise_tail(spatial, training=False).numpy(), dense)
+    yx = np.array([[[0, 0], [7, 7], [3, 5]], [[2, 1], [2, 1], [6, 0]]])
+    gathered = tf.gather_nd(spatial, yx, batch_dims=1)
+    tail = head.pointwise_tail(gathered, training=False).numpy()
+    want = dense[np.arange(2)[:, None], yx[..., 0], yx[..., 1]]
+    assert tail.shape == (2, 3, 5)
+    np.testing.assert_allclose(tail, want, rtol=1e-6, atol=1e-6)
+    # Without the classifier: the classifier's input, 8 channels.
+    pre = head.pointwise_tail(spatial, include_classifier=False)
+    kernel, bias = head.classifier.kernel.numpy()[0, 0], head.classifier.bias
+    np.testing.assert_allclose(pre.numpy() @ kernel + bias.numpy(), dense,
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_pointwise_tail_refuses_gathered_features_with_upsampling():
+    head = MaskConverHead(num_outputs=3, low_level_num_filters=8,
+                          num_filters=8, depthwise_kernel_size=3,
+                          upsample_factor=2)
+    assert not head.has_pointwise_tail
+    with pytest.raises(ValueError, match='upsample_factor'):
+        head.pointwise_tail(tf.zeros([1, 4, 8]))

@@ -10,6 +10,7 @@ from maskconver_tf import registry_imports  # noqa: F401
 from maskconver_tf.data import create_tfrecords
 from maskconver_tf.data import shapes
 from maskconver_tf.dataloaders import decoder as decoder_lib
+from maskconver_tf.modeling.layers import mask_embedding_generator
 from maskconver_tf.ops import preprocess
 from maskconver_tf.serving import export_module
 from maskconver_tf.serving import tflite_conversion as tc
@@ -157,8 +158,12 @@ def test_quantised_tail_only_on_request(exported):
     names, types = tc.float_tail(tc.convert_saved_model(
         exported['saved_model'], 'none'), ['BATCH_MATMUL'])
     assert len(names) >= 40
+    # The tail, graph outputs, and the mask-logit offset with the reshape
+    # after it (float matmul -> float add -> layout op).
     assert all(export_module.POSTPROCESS_SCOPE in n or ':' in n
-               or 'einsum' in n for n in names), names
+               or n.startswith('mask_embedding_generator/') for n in names
+               ), names
+    assert any(mask_embedding_generator.FLOAT_SCOPE in n for n in names)
     # Op types only the tail uses (the CNN has no top-K, argmax or segment
     # sums).
     assert {'TOPK_V2', 'ARG_MAX', 'UNSORTED_SEGMENT_SUM'} <= set(types)
@@ -203,8 +208,10 @@ def test_full_int8_with_float_kernels_is_refused(exported):
                                    exported['calibration'],
                                    denylisted_ops=['FULLY_CONNECTED'])
     ops = tc.list_ops(model)
-    assert [op.name for op in tc.float_kernels(ops)] == ['FULLY_CONNECTED'] * 2
-    with pytest.raises(tc.ExportError, match='full int8 but 2 multiply-add'):
+    # The mask-embedding MLP's two, and the sparse heads' two slot-side
+    # products (classifier kernel and bias of the mask-feature head).
+    assert [op.name for op in tc.float_kernels(ops)] == ['FULLY_CONNECTED'] * 4
+    with pytest.raises(tc.ExportError, match='full int8 but 4 multiply-add'):
         tc.check_model(model, 'int8_full')
     # Denylisting on purpose is allowed.
     tc.check_model(model, 'int8_full', denylisted_ops=['FULLY_CONNECTED'])

@@ -104,14 +104,14 @@ def _nearest_upsample(mask: tf.Tensor, size: Sequence[int]) -> tf.Tensor:
     min(h - 1, i * h // H)).
 
     TFLite's RESIZE_NEAREST_NEIGHBOR has no int32 kernel. An integer factor
-    repeats every cell s x s times with one TILE (0.62 ms at 160 -> 640 in
-    TFLite); any other size takes a GATHER per axis (1.01 ms there).
+    repeats every cell s x s times with one TILE (160 -> 640 in TFLite: 0.74
+    ms; 1.17 with the new axes added by slicing, 2.27 by GATHERs); any other
+    size takes a GATHER per axis.
     """
     _, h, w = mask.shape
     if size[0] % h == 0 and size[1] % w == 0:
         sy, sx = size[0] // h, size[1] // w
-        tiled = tf.tile(mask[:, :, tf.newaxis, :, tf.newaxis],
-                        [1, 1, sy, 1, sx])
+        tiled = tf.tile(tf.reshape(mask, [-1, h, 1, w, 1]), [1, 1, sy, 1, sx])
         return tf.reshape(tiled, [-1, size[0], size[1]])
     rows = [min(h - 1, (i * h) // size[0]) for i in range(size[0])]
     cols = [min(w - 1, (j * w) // size[1]) for j in range(size[1])]
@@ -323,7 +323,8 @@ class MaskConverModule(export_base.ExportModule):
                  model: Optional[tf_keras.Model] = None,
                  input_name: Optional[str] = None,
                  include_logits: bool = False, merge_stride: int = 1,
-                 split_depthwise: Optional[bool] = None, descriptor=None):
+                 split_depthwise: Optional[bool] = None,
+                 sparse_heads: Optional[bool] = None, descriptor=None):
         """Args:
           params: ExperimentConfig with a `MaskConverTask` task config.
           batch_size: int or None (None only for non-tflite inputs).
@@ -339,6 +340,10 @@ class MaskConverModule(export_base.ExportModule):
           split_depthwise: trace depthwise kernels of more than 25 taps as
             sums of tiles of <= 25 taps (`split_large_depthwise`); None = on
             for tflite.
+          sparse_heads: run the center-embedding head's pointwise tail at the
+            K proposals only and fold the mask-feature classifier into the
+            slot embeddings (`MaskConverModel.sparse_inference`, the same
+            function); None = on when the model supports it.
           descriptor: DatasetDescriptor; default from `params.task`.
         """
         if input_type not in INPUT_TYPES:
@@ -366,6 +371,13 @@ class MaskConverModule(export_base.ExportModule):
                          input_image_size=size, input_type=input_type,
                          num_channels=num_channels, model=model,
                          input_name=input_name)
+        supported = getattr(self.model, 'supports_sparse_inference', False)
+        if sparse_heads and not supported:
+            raise ValueError('sparse_heads needs a single-scale model whose '
+                             'center and mask-feature heads end in 1x1 '
+                             'classifiers without upsampling')
+        self._sparse_heads = (supported if sparse_heads is None
+                              else bool(sparse_heads))
 
     # Model ----------------------------------------------------------------
     def _build_model(self):
@@ -403,23 +415,38 @@ class MaskConverModule(export_base.ExportModule):
                  image_info: Optional[tf.Tensor]) -> Dict[str, tf.Tensor]:
         """images float32 [B, h, w, 3] preprocessed -> output dict."""
         model = self.model
-        if image_info is not None:
-            outputs = model(images, image_info=image_info, training=False)
+
+        def propose(heatmaps):
+            with tf.name_scope(POSTPROCESS_SCOPE):
+                return model.proposal_generator(heatmaps)
+
+        if image_info is not None and not self._sparse_heads:
+            return self._result(model(images, image_info=image_info,
+                                      training=False), image_info)
+        if self._sparse_heads:
+            outputs = model.sparse_inference(images, propose)
         else:
-            # Canvas = model input whatever the model's own merger says.
             heatmaps, centers, pixels = model.dense_outputs(images,
                                                             training=False)
-            with tf.name_scope(POSTPROCESS_SCOPE):
-                proposals = model.proposal_generator(heatmaps)
-            mask_logits = model.mask_embedding_generator(
-                centers, pixels, proposals['center_indices'],
-                proposals['classes'])
-            outputs = {'class_heatmaps': heatmaps, 'mask_logits': mask_logits}
+            outputs = {'class_heatmaps': heatmaps, **propose(heatmaps)}
+            outputs['mask_logits'] = model.mask_embedding_generator(
+                centers, pixels, outputs['center_indices'],
+                outputs['classes'])
+        if image_info is not None:
+            outputs.update(model.panoptic_merger(
+                outputs['mask_logits'], outputs['classes'],
+                outputs['scores'], image_info=image_info))
+        else:
+            # Canvas = model input whatever the model's own merger says.
             with tf.name_scope(POSTPROCESS_SCOPE):
                 outputs.update(merge_at_stride(
-                    model, mask_logits, proposals['classes'],
-                    proposals['scores'], self._input_image_size,
+                    model, outputs['mask_logits'], outputs['classes'],
+                    outputs['scores'], self._input_image_size,
                     self._merge_stride))
+        return self._result(outputs, image_info)
+
+    def _result(self, outputs, image_info):
+        """The contract outputs (names, dtypes, order) of `outputs`."""
         names = list(OUTPUT_ORDER)
         if self._include_logits:
             names += list(LOGIT_OUTPUTS)
@@ -486,12 +513,13 @@ class MaskConverModule(export_base.ExportModule):
             input_type=self._input_type, batch_size=self._batch_size,
             descriptor=self.descriptor, model_config=self._model_config,
             outputs=self.output_spec(), merge_stride=self._merge_stride,
-            split_depthwise=self._split_depthwise)
+            split_depthwise=self._split_depthwise,
+            sparse_heads=self._sparse_heads)
 
 
 def build_metadata(*, experiment, input_image_size, input_type, batch_size,
                    descriptor, model_config, outputs, merge_stride=1,
-                   split_depthwise=False) -> dict:
+                   split_depthwise=False, sparse_heads=False) -> dict:
     """Everything a consumer needs besides the graph: labels, normalisation."""
     h, w = (int(v) for v in input_image_size)
     return {
@@ -522,6 +550,7 @@ def build_metadata(*, experiment, input_image_size, input_type, batch_size,
         'label_mode': descriptor.label_mode,
         'merge_stride': int(merge_stride),
         'split_depthwise': bool(split_depthwise),
+        'sparse_heads': bool(sparse_heads),
         'post_processing': {
             k: v for k, v in model_config.panoptic_generator.as_dict().items()},
         'labels': descriptor.to_coco_categories(),
@@ -560,6 +589,7 @@ def export_saved_model(params, export_dir: str, *,
                        input_image_size: Optional[Sequence[int]] = None,
                        include_logits: bool = False, merge_stride: int = 1,
                        split_depthwise: Optional[bool] = None,
+                       sparse_heads: Optional[bool] = None,
                        experiment: Optional[str] = None,
                        model: Optional[tf_keras.Model] = None,
                        log_model_flops_and_params: bool = False
@@ -575,7 +605,7 @@ def export_saved_model(params, export_dir: str, *,
       checkpoint_path: trained checkpoint file or directory (None = the
         freshly initialised weights, for tests and latency runs).
       batch_size, input_type, input_image_size, include_logits,
-      merge_stride, split_depthwise: see `MaskConverModule`;
+      merge_stride, split_depthwise, sparse_heads: see `MaskConverModule`;
         input_image_size defaults to the model's input size.
       experiment: experiment name recorded in the sidecar.
       model: optional already-built model to export (weights as they are
@@ -592,7 +622,8 @@ def export_saved_model(params, export_dir: str, *,
     module = MaskConverModule(
         params, batch_size=batch_size, input_image_size=input_image_size,
         input_type=input_type, model=model, include_logits=include_logits,
-        merge_stride=merge_stride, split_depthwise=split_depthwise)
+        merge_stride=merge_stride, split_depthwise=split_depthwise,
+        sparse_heads=sparse_heads)
     params = copy.deepcopy(params)
     params.task.model = module.model_config
     # Keras would also trace and save every layer's call (about 20 s for the

@@ -26,6 +26,7 @@ import tensorflow as tf
 from tensorflow.lite.python import schema_py_generated as schema
 from tensorflow.lite.tools import flatbuffer_utils
 
+from maskconver_tf.modeling.layers import mask_embedding_generator
 from maskconver_tf.ops import preprocess
 from maskconver_tf.serving import export_module
 
@@ -147,8 +148,9 @@ def _converter(saved_model_dir: str) -> tf.lite.TFLiteConverter:
 
 def _postprocess_scope():
     # TF uniquifies a reused scope name: scope/, scope_1/, ...
-    return re.compile(re.escape(export_module.POSTPROCESS_SCOPE) +
-                      r'(_\d+)?/')
+    names = '|'.join(re.escape(n) for n in (
+        export_module.POSTPROCESS_SCOPE, mask_embedding_generator.FLOAT_SCOPE))
+    return re.compile(f'({names})' + r'(_\d+)?/')
 
 
 def float_tail(model: bytes, denylisted_ops: Sequence[str] = ()
@@ -160,7 +162,9 @@ def float_tail(model: bytes, denylisted_ops: Sequence[str] = ()
     their max-pooled neighbourhood and one-hot encodes winners: in int8 those
     tests are always false or saturate (measured: PQ 0 on a trained model
     with 57.8 in float), and it is a small share of the time. Also kept
-    float: ops producing float graph outputs from float inputs, and layout
+    float: ops under `mask_embedding_generator.FLOAT_SCOPE` (the offset of
+    the float mask-logit matmul), ops producing float graph outputs from
+    float inputs, and layout
     ops fed by a float op (a denylisted op or another such layout op). A
     graph without the scope (the CNN alone) keeps only denylisted ops float.
 

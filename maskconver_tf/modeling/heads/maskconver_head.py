@@ -152,19 +152,67 @@ class MaskConverHead(tf_keras.layers.Layer):
         output directly (the export folds BatchNorm into split kernels)."""
         return list(zip(self._depthwise_convs, self._depthwise_norms))
 
-    def call(self, inputs: Sequence[Features], training=None):
+    @property
+    def has_pointwise_tail(self) -> bool:
+        """Whether `call` = `pointwise_tail(spatial_features(...))` with the
+        tail acting on every pixel alone (1x1 classifier, no upsampling)."""
+        return (self._prediction_kernel_size == 1
+                and self._upsample_factor == 1)
+
+    def _tail_start(self) -> int:
+        # The last tower conv is 1x1 (pointwise) only in depthwise mode.
+        return (self._num_convs - 1 if self._use_depthwise_convolution
+                and self._num_convs else self._num_convs)
+
+    def spatial_features(self, inputs: Sequence[Features], training=None):
+        """Fusion and tower up to the last op that mixes pixels: float
+        [B, h, w, C] (the depthwise output after its norm and activation)."""
         x = self.fuse(inputs, training=training)
         for i in range(self._num_convs):
             if self._use_depthwise_convolution:
                 x = self._depthwise_convs[i](x)
                 x = self._activation_fn(
                     self._depthwise_norms[i](x, training=training))
-            x = self._convs[i](x)
-            x = self._activation_fn(self._norms[i](x, training=training))
+            if i < self._tail_start():
+                x = self._tower_conv(i, x, training)
+        return x
+
+    def pointwise_tail(self, x, training=None, include_classifier=True):
+        """The rest of the head on `spatial_features` output.
+
+        x: float [B, h, w, C], or [B, K, C] features gathered at K pixels
+        (then returns [B, K, num_outputs]: the head's output at those pixels,
+        which needs `has_pointwise_tail`). Without the classifier it returns
+        the classifier's input (num_filters channels).
+        """
+        gathered = x.shape.rank == 3
+        if gathered:
+            if not self.has_pointwise_tail:
+                raise ValueError(f'{self.name}: pointwise_tail on gathered '
+                                 'features needs prediction_kernel_size 1 '
+                                 'and upsample_factor 1')
+            x = x[:, :, tf.newaxis, :]
+        for i in range(self._tail_start(), self._num_convs):
+            x = self._tower_conv(i, x, training)
         if self._upsample_factor > 1:
             x = spatial_transform_ops.nearest_upsampling(
                 x, self._upsample_factor)
-        return self._classifier(x)
+        if include_classifier:
+            x = self._classifier(x)
+        return x[:, :, 0, :] if gathered else x
+
+    @property
+    def classifier(self) -> tf_keras.layers.Conv2D:
+        return self._classifier
+
+    def _tower_conv(self, i, x, training):
+        x = self._convs[i](x)
+        return self._activation_fn(self._norms[i](x, training=training))
+
+    def call(self, inputs: Sequence[Features], training=None):
+        return self.pointwise_tail(
+            self.spatial_features(inputs, training=training),
+            training=training)
 
     def get_config(self):
         config = super().get_config()

@@ -5,6 +5,19 @@ import tf_keras
 from official.modeling import tf_utils
 
 COMBINATIONS = ('product', 'sum')
+# Ops under this name scope stay float in int8 exports (the TFLite
+# conversion keeps them out of quantisation): the offset added to the float
+# mask-logit matmul, which int8 would requantise (losing the logits' float
+# precision) with a slow broadcast ADD.
+FLOAT_SCOPE = 'maskconver_float'
+
+
+def gather_slots(features, center_indices):
+    """Features at the slots: float [B, h, w, C] with int32 [B, K, 2] (y, x),
+    or [B, N, C] with flat int32 [B, K] -> [B, K, C]."""
+    if features.shape.rank == 4:
+        return tf.gather_nd(features, center_indices, batch_dims=1)
+    return tf.gather(features, center_indices, batch_dims=1)
 
 
 @tf_keras.utils.register_keras_serializable(package='maskconver')
@@ -73,10 +86,12 @@ class MaskEmbeddingGenerator(tf_keras.layers.Layer):
 
     def mask_embeddings(self, center_embeddings, center_indices, classes):
         """Final per-slot embeddings, float [B, K, E] (compute dtype)."""
-        if center_embeddings.shape.rank == 4:
-            x = tf.gather_nd(center_embeddings, center_indices, batch_dims=1)
-        else:
-            x = tf.gather(center_embeddings, center_indices, batch_dims=1)
+        return self.mlp(gather_slots(center_embeddings, center_indices),
+                        classes)
+
+    def mlp(self, x, classes):
+        """Slot features float [B, K, E] + classes [B, K] -> final slot
+        embeddings [B, K, E] (class embedding, MLP)."""
         if self._class_embedding is not None:
             c = tf.cast(self._class_embedding(tf.maximum(classes, 0)), x.dtype)
             x = x * c if self._combination == 'product' else x + c
@@ -89,6 +104,38 @@ class MaskEmbeddingGenerator(tf_keras.layers.Layer):
         m = self.mask_embeddings(center_embeddings, center_indices, classes)
         logits = tf.einsum('bkc,bhwc->bhwk', m,
                            tf.cast(per_pixel_embeddings, m.dtype))
+        return tf.cast(logits, tf.float32)
+
+    @staticmethod
+    def logits_through_linear(mask_embeddings, features, kernel, bias=None):
+        """Mask logits against per-pixel embeddings features @ kernel + bias,
+        without forming them: <m, W f + b> = <W^T m, f> + <m, b>.
+
+        Equal to `call`'s dot product with the 1x1-conv embeddings up to
+        float rounding, at K x E x C multiply-adds instead of h x w x E x C.
+
+        Args:
+          mask_embeddings: float [B, K, E].
+          features: float [B, h, w, C], the input of the 1x1 conv.
+          kernel: [1, 1, C, E] (or [C, E]) conv kernel; bias: optional [E].
+
+        Returns:
+          float32 [B, h, w, K].
+        """
+        m = mask_embeddings
+        kernel = tf.cast(tf.reshape(kernel, [-1, kernel.shape[-1]]), m.dtype)
+        m_in = tf.einsum('bke,ce->bkc', m, kernel)
+        dynamic = tf.shape(features)
+        b, h, w, c = (d if d is not None else dynamic[i]
+                      for i, d in enumerate(features.shape))
+        pixels = tf.reshape(tf.cast(features, m.dtype), [b, h * w, c])
+        # [B, h * w, K] straight from the matmul: no transpose.
+        logits = tf.matmul(pixels, m_in, transpose_b=True)
+        if bias is not None:
+            offset = tf.einsum('bke,e->bk', m, tf.cast(bias, m.dtype))
+            with tf.name_scope(FLOAT_SCOPE):
+                logits += offset[:, tf.newaxis, :]
+        logits = tf.reshape(logits, [b, h, w, m.shape[1] or -1])
         return tf.cast(logits, tf.float32)
 
     def get_config(self):
