@@ -9,17 +9,29 @@ import sys
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'RESULTS.md')
 
 
+# SIMD extensions that decide which XNNPACK kernels run (int8 latency on
+# the same VM type differed 3-5x between hosts with and without them).
+ISA_FLAGS = ('avx2', 'fma', 'avx512f', 'avx512bw', 'avx512_vnni', 'avx_vnni',
+             'amx_int8')
+
+
 def machine_description():
     cpu = platform.processor() or platform.machine()
+    flags = []
     try:
         with open('/proc/cpuinfo') as f:
             for line in f:
                 if line.startswith('model name'):
                     cpu = line.split(':', 1)[1].strip()
+                elif line.startswith('flags'):
+                    present = set(line.split(':', 1)[1].split())
+                    flags = [x for x in ISA_FLAGS if x in present]
                     break
     except OSError:
         pass
-    return f'{os.cpu_count()} cores, {cpu}, Python {platform.python_version()}'
+    isa = ' '.join(flags) or 'no AVX2 / AVX-512'
+    return (f'{os.cpu_count()} cores, {cpu} ({isa}), Python '
+            f'{platform.python_version()}')
 
 
 def command_line():
