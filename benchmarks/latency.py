@@ -98,13 +98,17 @@ def time_model(model, inputs, num_threads=2, use_xnnpack=True, num_runs=50,
     first = run(0)
     warm = [run(i) for i in range(warmup_runs)]
     times = [run(i) for i in range(num_runs)]
-    q = np.percentile(times, [50, 90])
     return {'init_ms': init_ms, 'first_ms': first,
             'warmup_mean_ms': statistics.mean(warm) if warm else float('nan'),
-            'mean_ms': statistics.mean(times), 'min_ms': min(times),
-            'p50_ms': float(q[0]),
-            'p90_ms': float(q[1]), 'num_runs': num_runs,
-            'warmup_runs': warmup_runs}
+            **run_statistics(times), 'warmup_runs': warmup_runs}
+
+
+def run_statistics(times):
+    """mean, min, p50, p90 (ms) and the runs themselves."""
+    q = np.percentile(times, [50, 90])
+    return {'mean_ms': statistics.mean(times), 'min_ms': min(times),
+            'p50_ms': float(q[0]), 'p90_ms': float(q[1]),
+            'num_runs': len(times), 'runs_ms': list(times)}
 
 
 def _stage(name):
