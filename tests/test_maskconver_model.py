@@ -120,8 +120,10 @@ def test_tflite_float_builtins_only(mobile, tmp_path):
         out = mobile(x, training=False)
         return {k: out[k] for k in keys}
 
+    # No trackable object: with the Keras model the converter saves it with
+    # every layer's traces first (67 s instead of 6 s).
     converter = tf.lite.TFLiteConverter.from_concrete_functions(
-        [serve.get_concrete_function()], mobile)
+        [serve.get_concrete_function()])
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     content = converter.convert()
     interpreter = Interpreter(model_content=content)
@@ -129,12 +131,22 @@ def test_tflite_float_builtins_only(mobile, tmp_path):
     ops = {op['op_name'] for op in interpreter._get_ops_details()}
     assert not [o for o in ops if 'Flex' in o or 'Custom' in o.title()
                 or o.startswith('CUSTOM')], ops
-    runner = interpreter.get_signature_runner()
-    lite = runner(x=images.numpy())
+    # Without a signature the outputs are unnamed: find them by rank and dtype.
+    interpreter.set_tensor(interpreter.get_input_details()[0]['index'],
+                           images.numpy())
+    interpreter.invoke()
+    lite = [interpreter.get_tensor(d['index'])
+            for d in interpreter.get_output_details()]
     keras = serve(images)
-    np.testing.assert_allclose(lite['class_heatmaps'],
-                               keras['class_heatmaps'].numpy(), atol=1e-3)
-    assert lite['category_mask'].dtype == np.int32
+    heatmaps = [o for o in lite if o.ndim == 4 and o.dtype == np.float32]
+    assert len(heatmaps) == 1
+    np.testing.assert_allclose(heatmaps[0], keras['class_heatmaps'].numpy(),
+                               atol=1e-3)
+    masks = [o for o in lite if o.ndim == 3 and o.shape[1:] == (SIZE, SIZE)]
+    assert len(masks) == 2 and all(m.dtype == np.int32 for m in masks)
+    for key in ['category_mask', 'instance_mask']:
+        agree = [np.mean(m == keras[key].numpy()) for m in masks]
+        assert max(agree) > 0.999, (key, agree)
 
 
 @pytest.mark.parametrize('policy', ['mixed_float16', 'mixed_bfloat16'])

@@ -264,16 +264,19 @@ def test_loss_above_upper_bound_stops_with_message(failure_runs):
     _assert_finite(str(model_dir / 'ckpt-2'))
 
 
+def _corrupt_record_error(log):
+    """The one CorruptRecordError line of a run's log, without the class."""
+    prefix = 'maskconver_tf.data.tfrecord_check.CorruptRecordError: '
+    lines = [line for line in log.splitlines() if line.startswith(prefix)]
+    assert len(lines) == 1, log[-3000:]
+    return lines[0][len(prefix):]
+
+
 def test_corrupt_record_names_file_and_record(failure_runs):
     code, log = _finish(failure_runs['corrupt'])
     assert code != 0
     path = failure_runs['corrupt_file']
-    lines = [line for line in log.splitlines()
-             if line.startswith('maskconver_tf.data.tfrecord_check.'
-                                'CorruptRecordError')]
-    assert len(lines) == 1, log[-3000:]
-    assert lines[0].startswith(
-        'maskconver_tf.data.tfrecord_check.CorruptRecordError: '
+    assert _corrupt_record_error(log).startswith(
         f'{path}: record 3 at byte {failure_runs["corrupt_offset"]}: length '
         'CRC mismatch')
     assert 'DataLossError' not in log
@@ -287,14 +290,10 @@ def test_corrupt_payload_past_the_preflight_names_file_and_record(
     assert code != 0
     assert 'training until step' in log  # the pre-flight check passed
     path = failure_runs['late_file']
-    lines = [line for line in log.splitlines()
-             if line.startswith('maskconver_tf.data.tfrecord_check.'
-                                'CorruptRecordError')]
-    assert len(lines) == 1, log[-3000:]
-    assert lines[0].startswith(
-        'maskconver_tf.data.tfrecord_check.CorruptRecordError: '
+    error = _corrupt_record_error(log)
+    assert error.startswith(
         f'{path}: record 6 at byte {failure_runs["late_offset"]}: data CRC '
-        'check failed'), lines[0]
+        'check failed'), error
     assert not _indexed_checkpoints(failure_runs['root'] / 'late')
 
 
