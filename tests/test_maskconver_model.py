@@ -180,17 +180,16 @@ def _small_multiscale_config(size=128):
         'maskconver_r50_convnext_unet_coco', size)
     config.override({
         'num_classes': 8, 'num_instances': 6, 'embedding_size': 16,
-        'backbone': {'resnet': {'model_id': 18}},
-        'decoder': {'convnext_unet': {'repeats': [1, 1, 1],
-                                      'filters': [16, 16, 16],
-                                      'kernel_sizes': [3, 3, 3]}},
-        'fpn': {'fpn': {'num_filters': 16}},
+        'backbone': {'resnet_unet': {'model_id': 18,
+                                     'upsample_repeats': [1, 1, 1],
+                                     'upsample_filters': [16, 16, 16],
+                                     'upsample_kernel_sizes': [3, 3, 3]}},
+        'decoder': {'maskconver_fpn': {'num_filters': 16}},
         'class_head': {'num_convs': 1, 'num_filters': 16,
                        'depthwise_kernel_size': 3},
         'center_head': {'num_convs': 1, 'num_filters': 16,
                         'depthwise_kernel_size': 3},
         'mask_feature_head': {'num_convs': 1, 'num_filters': 16,
-                              'low_level_num_filters': 16,
                               'depthwise_kernel_size': 3},
         'mask_embedding': {'mlp_hidden_size': 32},
     }, is_strict=True)
@@ -209,6 +208,7 @@ def test_multiscale_model():
     classes = tf.constant([[1, 2, 5, 7, -1, -1]] * 2, tf.int32)
     out = model(images, center_indices=flat, classes=classes, training=True)
     assert {k: v.shape.as_list() for k, v in out.items()} == {
+        # Mask features by pyramid fusion at level 2 (stride 4).
         'class_heatmaps': [2, cells, 8], 'mask_logits': [2, 32, 32, 6]}
     assert_all_variables_get_gradients(
         model, (images,), dict(center_indices=flat, classes=classes))
@@ -216,8 +216,9 @@ def test_multiscale_model():
     assert out['category_mask'].shape.as_list() == [2, size, size]
     assert out['classes'].dtype == tf.int32
     # The proposals' flat indices point at their level's peak cell.
-    proposals = model._proposals(out['class_heatmaps'],
-                                 [(size // 2 ** l,) * 2 for l in range(3, 8)])
+    assert model.level_grids() == [(size // 2 ** l,) * 2
+                                   for l in range(3, 8)]
+    proposals = model.propose(out['class_heatmaps'])
     heat = tf.sigmoid(out['class_heatmaps']).numpy()
     picked = np.take_along_axis(  # [B, K, C] at the proposals' cells
         heat, proposals['center_indices'].numpy()[..., None], axis=1)
@@ -229,7 +230,7 @@ def test_multiscale_model():
     assert_config_round_trip(model, (images,), dict(training=False),
                              atol=1e-4)
     assert set(model.checkpoint_items) == {
-        'backbone', 'decoder', 'fpn', 'class_head', 'center_head',
+        'backbone', 'decoder', 'class_head', 'center_head',
         'mask_feature_head', 'mask_embedding_generator'}
 
 

@@ -7,8 +7,10 @@ benchmarks and the experiment registry the same architectures:
 - 'maskconver_mobilenet_mh_coco': the published mobile model (MobileNet-MH
   OS16 + depthwise ASPP + three sum-to-merge heads at stride 8; 201 COCO
   channels, K = 50, E = 256; 3,441,897 trainable parameters).
-- 'maskconver_r50_convnext_unet_coco': multi-scale model, ResNet-50 +
-  ConvNeXt-UNet + FPN levels 3-7, centers on every FPN level.
+- 'maskconver_r50_convnext_unet_coco': the paper's multi-scale model, the
+  reference `multiscale_maskconver_resnetufpn_coco`: backbone `resnet_unet`
+  (ResNet-50 + ConvNeXt-UNet top-down path) + decoder `maskconver_fpn`
+  (levels 3-7), centers on every FPN level, mask features at stride 4.
 - 'maskconver_shapes': the mobile architecture unchanged except for the 8
   channels of the built-in shapes set and a 128 px input.
 """
@@ -22,8 +24,6 @@ from official.vision.configs import common
 from maskconver_tf.configs import backbones
 from maskconver_tf.configs import decoders
 
-FEATURE_FUSIONS = (None, 'sum', 'concat')
-COMBINATIONS = ('product', 'sum')
 
 
 @dataclasses.dataclass
@@ -32,8 +32,9 @@ class MaskConverHead(hyperparams.Config):
 
     Input = decoder[level], optionally fused with backbone[low_level] after a
     1x1 conv to `low_level_num_filters` ('sum' needs the decoder width to
-    equal it; 'concat' stacks channels). Output stride is that of the finer
-    of the two levels (times `upsample_factor`^-1).
+    equal it; 'concat' stacks channels); 'pyramid_fusion' sums every decoder
+    level resized to `level` instead (low_level unused). Output stride is
+    that of the finer of the two levels (times `upsample_factor`^-1).
     """
     level: int = 4
     low_level: int = 3
@@ -141,9 +142,12 @@ class MaskConverModel(hyperparams.Config):
 class MultiScaleMaskConverModel(hyperparams.Config):
     """Multi-scale MaskConver: centers on levels min_level..max_level.
 
-    backbone -> decoder (e.g. ConvNeXt-UNet, or identity) -> fpn (levels
-    min_level..max_level) -> class / center heads shared over the FPN levels;
-    the mask-feature head reads fpn[level] fused with decoder[low_level].
+    backbone -> decoder (levels min_level..max_level) -> class / center heads
+    shared over the decoder levels; the mask-feature head reads (backbone,
+    decoder) features like the single-scale heads. Defaults are the
+    reference `multiscale_maskconver_resnetufpn_coco` model (ResNet-50
+    ConvNeXt-UNet, MaskConverFPN concat 256, mask features by pyramid fusion
+    at level 2, frozen backbone BatchNorm, gelu, norm momentum 0).
     """
     input_size: List[int] = dataclasses.field(
         default_factory=lambda: [1280, 1280, 3])
@@ -154,20 +158,23 @@ class MultiScaleMaskConverModel(hyperparams.Config):
     max_level: int = 7
     backbone: backbones.Backbone = dataclasses.field(
         default_factory=lambda: backbones.Backbone(
-            type='resnet', resnet=backbones.backbones.ResNet(model_id=50)))
+            type='resnet_unet', resnet_unet=backbones.ResNetUNet(
+                model_id=50, stochastic_depth_drop_rate=0.1,
+                bn_trainable=False)))
     decoder: decoders.Decoder = dataclasses.field(
-        default_factory=lambda: decoders.Decoder(type='convnext_unet'))
-    fpn: decoders.Decoder = dataclasses.field(
         default_factory=lambda: decoders.Decoder(
-            type='fpn', fpn=decoders.decoders.FPN(
-                num_filters=256, use_separable_conv=True)))
+            type='maskconver_fpn', maskconver_fpn=decoders.MaskConverFPN(
+                num_filters=256, use_separable_conv=True,
+                fusion_type='concat')))
     class_head: MultiScaleMaskConverHead = dataclasses.field(
         default_factory=MultiScaleMaskConverHead)
     center_head: MultiScaleMaskConverHead = dataclasses.field(
         default_factory=MultiScaleMaskConverHead)
     mask_feature_head: MaskConverHead = dataclasses.field(
         default_factory=lambda: MaskConverHead(
-            level=3, low_level=2, num_convs=4, use_layer_norm=True))
+            level=2, low_level=2, low_level_num_filters=48,
+            feature_fusion='pyramid_fusion', num_convs=4,
+            use_layer_norm=True))
     mask_embedding: MaskEmbedding = dataclasses.field(
         default_factory=lambda: MaskEmbedding(combination='sum',
                                               mlp_hidden_size=1024))
@@ -179,7 +186,7 @@ class MultiScaleMaskConverModel(hyperparams.Config):
             overlap_threshold=0.75))
     norm_activation: common.NormActivation = dataclasses.field(
         default_factory=lambda: common.NormActivation(
-            activation='gelu', use_sync_bn=False, norm_momentum=0.99,
+            activation='gelu', use_sync_bn=True, norm_momentum=0.0,
             norm_epsilon=0.001))
 
 

@@ -3,10 +3,10 @@
 `build_maskconver_model` handles both `MaskConverModel` (single-scale) and
 `MultiScaleMaskConverModel` configs. Backbones and decoders go through Model
 Garden's factories, so any registered backbone / decoder works; importing
-this module registers ours (`mobilenet_trunk`, `convnext_unet`).
+this module registers ours (`mobilenet_trunk`, `convnext_unet`,
+`maskconver_fpn`).
 """
 
-import copy
 from typing import Optional
 
 import tensorflow as tf
@@ -18,9 +18,11 @@ from maskconver_tf.configs import maskconver as maskconver_cfg
 from maskconver_tf.data.descriptor import DatasetDescriptor
 from maskconver_tf.modeling import maskconver_model
 from maskconver_tf.modeling import multiscale_maskconver_model
-# Imported for their registrations (mobilenet_trunk, convnext_unet).
+# Imported for their registrations (mobilenet_trunk, convnext_unet,
+# maskconver_fpn; resnet_unet is Model Garden's).
 from maskconver_tf.modeling.backbones import mobilenet_trunk  # noqa: F401
 from maskconver_tf.modeling.decoders import convnext_unet  # noqa: F401
+from maskconver_tf.modeling.decoders import maskconver_fpn  # noqa: F401
 from maskconver_tf.modeling.heads import maskconver_head
 from maskconver_tf.modeling.heads import multiscale_maskconver_head
 from maskconver_tf.modeling.layers import mask_embedding_generator
@@ -30,56 +32,24 @@ from maskconver_tf.modeling.layers import post_processing
 CLASS_HEAD_BIAS = -2.19
 
 
-def _feature_specs(layer, specs):
-    """Output shapes of a dict -> dict layer applied to `specs`."""
-    inputs = {k: tf_keras.Input(shape=v[1:]) for k, v in specs.items()}
-    return {k: v.shape for k, v in layer(inputs).items()}
-
-
-def _build_head(head_cfg, num_outputs, norm_activation, l2_regularizer,
+def _build_head(head_cfg, num_outputs, model_config, l2_regularizer,
                 bias_initializer, name):
-    return maskconver_head.MaskConverHead(
-        num_outputs=num_outputs,
-        level=head_cfg.level,
-        low_level=head_cfg.low_level,
-        low_level_num_filters=head_cfg.low_level_num_filters,
-        feature_fusion=head_cfg.feature_fusion,
-        num_convs=head_cfg.num_convs,
-        num_filters=head_cfg.num_filters,
-        use_depthwise_convolution=head_cfg.use_depthwise_convolution,
-        depthwise_kernel_size=head_cfg.depthwise_kernel_size,
-        prediction_kernel_size=head_cfg.prediction_kernel_size,
-        upsample_factor=head_cfg.upsample_factor,
-        activation=norm_activation.activation,
-        use_sync_bn=norm_activation.use_sync_bn,
-        norm_momentum=norm_activation.norm_momentum,
-        norm_epsilon=norm_activation.norm_epsilon,
-        use_layer_norm=head_cfg.use_layer_norm,
-        bias_initializer=bias_initializer,
-        kernel_regularizer=l2_regularizer,
-        name=name)
-
-
-def _build_multiscale_head(head_cfg, num_outputs, model_config,
-                           l2_regularizer, bias_initializer, name):
+    """A head from its config: single-level, or shared over the model's
+    levels for a `MultiScaleMaskConverHead` config."""
     norm_activation = model_config.norm_activation
-    return multiscale_maskconver_head.MultiScaleMaskConverHead(
-        num_outputs=num_outputs,
-        min_level=model_config.min_level,
-        max_level=model_config.max_level,
-        num_convs=head_cfg.num_convs,
-        num_filters=head_cfg.num_filters,
-        use_depthwise_convolution=head_cfg.use_depthwise_convolution,
-        depthwise_kernel_size=head_cfg.depthwise_kernel_size,
-        prediction_kernel_size=head_cfg.prediction_kernel_size,
+    kwargs = dict(
+        head_cfg.as_dict(), num_outputs=num_outputs,
         activation=norm_activation.activation,
         use_sync_bn=norm_activation.use_sync_bn,
         norm_momentum=norm_activation.norm_momentum,
         norm_epsilon=norm_activation.norm_epsilon,
-        use_layer_norm=head_cfg.use_layer_norm,
         bias_initializer=bias_initializer,
-        kernel_regularizer=l2_regularizer,
-        name=name)
+        kernel_regularizer=l2_regularizer, name=name)
+    if isinstance(head_cfg, maskconver_cfg.MultiScaleMaskConverHead):
+        return multiscale_maskconver_head.MultiScaleMaskConverHead(
+            min_level=model_config.min_level,
+            max_level=model_config.max_level, **kwargs)
+    return maskconver_head.MaskConverHead(**kwargs)
 
 
 def _resolve_descriptor(model_config, descriptor):
@@ -162,48 +132,25 @@ def build_maskconver_model(
         name='proposal_generator')
     merger = _build_panoptic_merger(model_config, descriptor)
     e = model_config.embedding_size
-
+    layers = dict(
+        backbone=backbone, decoder=decoder,
+        class_head=_build_head(model_config.class_head,
+                               model_config.num_classes, model_config,
+                               l2_regularizer, CLASS_HEAD_BIAS, 'class_head'),
+        center_head=_build_head(model_config.center_head, e, model_config,
+                                l2_regularizer, 0.0, 'center_head'),
+        mask_feature_head=_build_head(model_config.mask_feature_head, e,
+                                      model_config, l2_regularizer, 0.0,
+                                      'mask_feature_head'),
+        mask_embedding_generator=generator, proposal_generator=proposals,
+        panoptic_merger=merger)
     if isinstance(model_config, maskconver_cfg.MultiScaleMaskConverModel):
-        if decoder is not None:
-            specs = _feature_specs(decoder, specs)
-        # Model Garden's decoder builders read `model_config.decoder`.
-        fpn_config = copy.deepcopy(model_config)
-        fpn_config.decoder = model_config.fpn
-        fpn = decoder_factory.build_decoder(
-            input_specs=specs, model_config=fpn_config,
-            l2_regularizer=l2_regularizer)
         model = multiscale_maskconver_model.MultiScaleMaskConverModel(
-            backbone=backbone, decoder=decoder, fpn=fpn,
-            class_head=_build_multiscale_head(
-                model_config.class_head, model_config.num_classes,
-                model_config, l2_regularizer, CLASS_HEAD_BIAS, 'class_head'),
-            center_head=_build_multiscale_head(
-                model_config.center_head, e, model_config, l2_regularizer,
-                0.0, 'center_head'),
-            mask_feature_head=_build_head(
-                model_config.mask_feature_head, e, norm_activation,
-                l2_regularizer, 0.0, 'mask_feature_head'),
-            mask_embedding_generator=generator,
-            proposal_generator=proposals, panoptic_merger=merger,
             min_level=model_config.min_level,
-            max_level=model_config.max_level,
-            name='multiscale_maskconver')
+            max_level=model_config.max_level, name='multiscale_maskconver',
+            **layers)
     else:
-        model = maskconver_model.MaskConverModel(
-            backbone=backbone, decoder=decoder,
-            class_head=_build_head(
-                model_config.class_head, model_config.num_classes,
-                norm_activation, l2_regularizer, CLASS_HEAD_BIAS,
-                'class_head'),
-            center_head=_build_head(
-                model_config.center_head, e, norm_activation, l2_regularizer,
-                0.0, 'center_head'),
-            mask_feature_head=_build_head(
-                model_config.mask_feature_head, e, norm_activation,
-                l2_regularizer, 0.0, 'mask_feature_head'),
-            mask_embedding_generator=generator,
-            proposal_generator=proposals, panoptic_merger=merger,
-            name='maskconver')
+        model = maskconver_model.MaskConverModel(name='maskconver', **layers)
     build_model(model, input_specs, model_config.num_instances)
     return model
 

@@ -17,6 +17,11 @@ def _deserialize(config):
     return None if config is None else tf_keras.layers.deserialize(config)
 
 
+_LAYER_KEYS = ('backbone', 'decoder', 'class_head', 'center_head',
+               'mask_feature_head', 'mask_embedding_generator',
+               'proposal_generator', 'panoptic_merger')
+
+
 @tf_keras.utils.register_keras_serializable(package='maskconver')
 class MaskConverModel(tf_keras.Model):
     """Backbone -> decoder -> three heads -> mask embeddings -> mask logits.
@@ -81,12 +86,21 @@ class MaskConverModel(tf_keras.Model):
         compute dtype.
         """
         features = self._features(images, training)
-        class_heatmaps = tf.cast(self.class_head(features, training=training),
-                                 tf.float32)
-        center_embeddings = self.center_head(features, training=training)
+        dense_inputs = self._center_head_inputs(features)
+        class_heatmaps = tf.cast(
+            self.class_head(dense_inputs, training=training), tf.float32)
+        center_embeddings = self.center_head(dense_inputs, training=training)
         per_pixel_embeddings = self.mask_feature_head(features,
                                                       training=training)
         return class_heatmaps, center_embeddings, per_pixel_embeddings
+
+    def _center_head_inputs(self, features):
+        """What the class and center heads read: (backbone, decoder)."""
+        return features
+
+    def propose(self, class_heatmaps):
+        """Proposals of the class heatmaps: `proposal_generator`'s dict."""
+        return self.proposal_generator(class_heatmaps)
 
     def call(self, images, center_indices=None, classes=None, image_info=None,
              training=None):
@@ -95,7 +109,7 @@ class MaskConverModel(tf_keras.Model):
         return heads_to_outputs(
             self, class_heatmaps, center_embeddings, per_pixel_embeddings,
             center_indices, classes, image_info, training,
-            propose=self.proposal_generator)
+            propose=self.propose)
 
     @property
     def supports_sparse_inference(self) -> bool:
@@ -117,8 +131,8 @@ class MaskConverModel(tf_keras.Model):
         Args:
           images: float [B, H, W, 3], normalised.
           propose: class_heatmaps -> dict with 'center_indices' int32
-            [B, K, 2] and 'classes' int32 [B, K] (default
-            `proposal_generator`; the export wraps it in a name scope).
+            [B, K, 2] and 'classes' int32 [B, K] (default `self.propose`;
+            the export wraps it in a name scope).
 
         Returns:
           dict: class_heatmaps float32 [B, h, w, C], mask_logits float32
@@ -128,7 +142,7 @@ class MaskConverModel(tf_keras.Model):
             raise ValueError('sparse_inference needs 1x1 classifiers and no '
                              'upsampling in the center and mask-feature '
                              'heads')
-        propose = propose or self.proposal_generator
+        propose = propose or self.propose
         features = self._features(images, False)
         class_heatmaps = tf.cast(self.class_head(features, training=False),
                                  tf.float32)
@@ -167,26 +181,17 @@ class MaskConverModel(tf_keras.Model):
         return items
 
     def get_config(self):
-        return {
-            'name': self.name,
-            'backbone': _serialize(self.backbone),
-            'decoder': _serialize(self.decoder),
-            'class_head': _serialize(self.class_head),
-            'center_head': _serialize(self.center_head),
-            'mask_feature_head': _serialize(self.mask_feature_head),
-            'mask_embedding_generator': _serialize(
-                self.mask_embedding_generator),
-            'proposal_generator': _serialize(self.proposal_generator),
-            'panoptic_merger': _serialize(self.panoptic_merger),
-        }
+        config = {k: _serialize(getattr(self, k)) for k in _LAYER_KEYS}
+        config['name'] = self.name
+        return config
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
         config = dict(config)
-        name = config.pop('name', None)
         with tf_keras.utils.custom_object_scope(custom_objects or {}):
-            return cls(name=name,
-                       **{k: _deserialize(v) for k, v in config.items()})
+            for k in _LAYER_KEYS:
+                config[k] = _deserialize(config[k])
+            return cls(**config)
 
 
 def heads_to_outputs(model, class_heatmaps, center_embeddings,

@@ -315,7 +315,8 @@ def split_large_depthwise(model: tf_keras.Model, max_taps: int = 25):
 
 
 class MaskConverModule(export_base.ExportModule):
-    """Export module: preprocessing + MaskConverModel + post-processing."""
+    """Export module: preprocessing + (MultiScale)MaskConverModel +
+    post-processing."""
 
     def __init__(self, params, *, batch_size: Optional[int],
                  input_image_size: Sequence[int],
@@ -418,7 +419,7 @@ class MaskConverModule(export_base.ExportModule):
 
         def propose(heatmaps):
             with tf.name_scope(POSTPROCESS_SCOPE):
-                return model.proposal_generator(heatmaps)
+                return model.propose(heatmaps)
 
         if image_info is not None and not self._sparse_heads:
             return self._result(model(images, image_info=image_info,

@@ -6,9 +6,10 @@ from typing import Mapping, Optional, Sequence, Tuple, Union
 import tensorflow as tf
 import tf_keras
 from official.modeling import tf_utils
+from official.vision.modeling.layers import nn_layers
 from official.vision.ops import spatial_transform_ops
 
-FEATURE_FUSIONS = (None, 'sum', 'concat')
+FEATURE_FUSIONS = (None, 'sum', 'concat', 'pyramid_fusion')
 Features = Union[tf.Tensor, Mapping[str, tf.Tensor]]
 
 
@@ -41,6 +42,9 @@ class MaskConverHead(tf_keras.layers.Layer):
         `low_level_num_filters` channels; x = bilinear resize of
         decoder[level] to y's size, then x + y ('sum', widths must match) or
         [x, y] on channels ('concat').
+      'pyramid_fusion': every decoder level bilinearly resized to `level`
+        and summed (Model Garden's `pyramid_feature_fusion`; the levels need
+        one width; low_level unused).
     Tower, `num_convs` times: depthwise k x k + norm + act + 1x1 + norm + act
     (`use_depthwise_convolution`), else 3x3 conv + norm + act; no biases.
     Then optional nearest upsampling by `upsample_factor` and a
@@ -108,23 +112,21 @@ class MaskConverHead(tf_keras.layers.Layer):
             kernel_initializer='he_normal',
             kernel_regularizer=self._kernel_regularizer, name=name)
 
-        if feature_fusion is not None:
+        if feature_fusion in ('sum', 'concat'):
             self._low_level_conv = conv(low_level_num_filters, 1,
                                         'low_level_conv')
             self._low_level_norm = norm('low_level_norm')
-        self._depthwise_convs, self._depthwise_norms = [], []
-        self._convs, self._norms = [], []
+        self._depthwise_convs, self._convs = [], []
         for i in range(num_convs):
             if use_depthwise_convolution:
                 self._depthwise_convs.append(tf_keras.layers.DepthwiseConv2D(
                     depthwise_kernel_size, padding='same', use_bias=False,
                     depthwise_initializer='he_normal',
                     name=f'tower_depthwise_{i}'))
-                self._depthwise_norms.append(norm(f'tower_depthwise_norm_{i}'))
-                self._convs.append(conv(num_filters, 1, f'tower_conv_{i}'))
-            else:
-                self._convs.append(conv(num_filters, 3, f'tower_conv_{i}'))
-            self._norms.append(norm(f'tower_norm_{i}'))
+            self._convs.append(conv(
+                num_filters, 1 if use_depthwise_convolution else 3,
+                f'tower_conv_{i}'))
+        self._depthwise_norms, self._norms = self._build_tower_norms(norm)
         self._classifier = tf_keras.layers.Conv2D(
             num_outputs, prediction_kernel_size, padding='same',
             kernel_initializer=tf_keras.initializers.TruncatedNormal(
@@ -132,9 +134,27 @@ class MaskConverHead(tf_keras.layers.Layer):
             bias_initializer=tf_keras.initializers.Constant(bias_initializer),
             kernel_regularizer=self._kernel_regularizer, name='classifier')
 
+    def _build_tower_norms(self, norm):
+        """(depthwise norms, conv norms) of the tower, one per conv."""
+        depthwise = [norm(f'tower_depthwise_norm_{i}')
+                     for i in range(len(self._depthwise_convs))]
+        return depthwise, [norm(f'tower_norm_{i}')
+                           for i in range(self._num_convs)]
+
+    def _tower_norms(self, level=None):
+        """The norms that follow the tower convs on `level`'s features."""
+        del level  # One set for the head's single input.
+        return self._depthwise_norms, self._norms
+
     def fuse(self, inputs: Tuple[Features, Features], training=None):
         """The fused input of the tower, float [B, h, w, C]."""
         backbone_features, decoder_features = inputs
+        if self._feature_fusion == 'pyramid_fusion':
+            if not isinstance(decoder_features, Mapping):
+                raise ValueError(f'{self.name}: pyramid_fusion needs a dict '
+                                 'of decoder levels')
+            return nn_layers.pyramid_feature_fusion(decoder_features,
+                                                    self._level)
         x = _level(decoder_features, self._level)
         if self._feature_fusion is None:
             return x
@@ -167,23 +187,30 @@ class MaskConverHead(tf_keras.layers.Layer):
     def spatial_features(self, inputs: Sequence[Features], training=None):
         """Fusion and tower up to the last op that mixes pixels: float
         [B, h, w, C] (the depthwise output after its norm and activation)."""
-        x = self.fuse(inputs, training=training)
+        return self._spatial_tower(self.fuse(inputs, training=training),
+                                   training)
+
+    def _spatial_tower(self, x, training, level=None):
+        """`spatial_features` after the fusion, with `level`'s norms."""
+        depthwise_norms, _ = self._tower_norms(level)
         for i in range(self._num_convs):
             if self._use_depthwise_convolution:
                 x = self._depthwise_convs[i](x)
                 x = self._activation_fn(
-                    self._depthwise_norms[i](x, training=training))
+                    depthwise_norms[i](x, training=training))
             if i < self._tail_start():
-                x = self._tower_conv(i, x, training)
+                x = self._tower_conv(i, x, training, level)
         return x
 
-    def pointwise_tail(self, x, training=None, include_classifier=True):
+    def pointwise_tail(self, x, training=None, include_classifier=True,
+                       level=None):
         """The rest of the head on `spatial_features` output.
 
         x: float [B, h, w, C], or [B, K, C] features gathered at K pixels
         (then returns [B, K, num_outputs]: the head's output at those pixels,
         which needs `has_pointwise_tail`). Without the classifier it returns
-        the classifier's input (num_filters channels).
+        the classifier's input (num_filters channels). `level` picks the
+        norms of a head with per-level norms (the multi-scale head).
         """
         gathered = x.shape.rank == 3
         if gathered:
@@ -193,7 +220,7 @@ class MaskConverHead(tf_keras.layers.Layer):
                                  'and upsample_factor 1')
             x = x[:, :, tf.newaxis, :]
         for i in range(self._tail_start(), self._num_convs):
-            x = self._tower_conv(i, x, training)
+            x = self._tower_conv(i, x, training, level)
         if self._upsample_factor > 1:
             x = spatial_transform_ops.nearest_upsampling(
                 x, self._upsample_factor)
@@ -205,9 +232,10 @@ class MaskConverHead(tf_keras.layers.Layer):
     def classifier(self) -> tf_keras.layers.Conv2D:
         return self._classifier
 
-    def _tower_conv(self, i, x, training):
+    def _tower_conv(self, i, x, training, level=None):
         x = self._convs[i](x)
-        return self._activation_fn(self._norms[i](x, training=training))
+        norm = self._tower_norms(level)[1][i]
+        return self._activation_fn(norm(x, training=training))
 
     def call(self, inputs: Sequence[Features], training=None):
         return self.pointwise_tail(

@@ -127,6 +127,52 @@ def extract_proposals(class_heatmaps: tf.Tensor, max_proposals: int,
     }
 
 
+def extract_multilevel_proposals(class_heatmaps: tf.Tensor,
+                                 grids: Sequence[Tuple[int, int]],
+                                 max_proposals: int,
+                                 peak_kernel_size: int = 3,
+                                 peak_error: float = 1e-6) -> dict:
+    """Top-K peaks over all levels of a multi-scale heatmap.
+
+    Peaks as `peak_scores` within each level (the max-pool window never
+    spans two levels), then one top-K over every level's cells and classes,
+    so K is bounded by the total N * C, not by the coarsest level.
+
+    Args:
+      class_heatmaps: float [B, N, C] center logits, levels flattened
+        row-major and concatenated (N = sum_l h_l * w_l).
+      grids: (h_l, w_l) of each level, in concatenation order.
+      max_proposals: int K <= N * C.
+      peak_kernel_size, peak_error: as `extract_proposals`.
+
+    Returns:
+      dict with classes int32 [B, K] (0 for non-peak picks), scores float32
+      [B, K] descending, center_indices int32 [B, K] flat indices into N.
+    """
+    _, n, c = class_heatmaps.shape
+    if sum(h * w for h, w in grids) != n:
+        raise ValueError(f'grids {list(grids)} hold '
+                         f'{sum(h * w for h, w in grids)} cells; '
+                         f'class_heatmaps has {n}')
+    if not 0 < max_proposals <= n * c:
+        raise ValueError(f'max_proposals={max_proposals} must be in '
+                         f'[1, N * C = {n * c}].')
+    peaks, offset = [], 0
+    for h, w in grids:
+        level = tf.reshape(class_heatmaps[:, offset:offset + h * w],
+                           [-1, h, w, c])
+        peaks.append(tf.reshape(
+            peak_scores(level, peak_kernel_size, peak_error), [-1, h * w, c]))
+        offset += h * w
+    peaks = tf.concat(peaks, axis=1)[:, :, tf.newaxis, :]  # [B, N, 1, C]
+    scores, flat_index = top_k_cells_then_channels(peaks, max_proposals)
+    cell = flat_index // c
+    channel = flat_index - cell * c
+    return {'classes': tf.where(scores > 0.0, channel, 0),
+            'scores': scores,
+            'center_indices': cell}
+
+
 def _resize_matrix(out_size: int, in_size: int, out_to_in_scale: tf.Tensor,
                    in_offset: tf.Tensor, input_extent: tf.Tensor):
     """Bilinear interpolation matrix and validity of canvas rows (or columns).
@@ -371,9 +417,14 @@ class MaskConverProposalGenerator(tf_keras.layers.Layer):
             'peak_error': float(peak_error),
         }
 
-    def call(self, class_heatmaps):
-        """class_heatmaps float [B, h, w, C] -> `extract_proposals` dict."""
-        return extract_proposals(class_heatmaps, **self._config)
+    def call(self, class_heatmaps, grids=None):
+        """class_heatmaps float [B, h, w, C] -> `extract_proposals` dict;
+        with `grids`, float [B, N, C] of several levels ->
+        `extract_multilevel_proposals` dict."""
+        if grids is None:
+            return extract_proposals(class_heatmaps, **self._config)
+        return extract_multilevel_proposals(class_heatmaps, grids,
+                                            **self._config)
 
     def get_config(self):
         return {**super().get_config(), **self._config}
