@@ -134,15 +134,29 @@ def _crop_canvas(mask: np.ndarray, height: int, width: int,
 
 
 # Configs ------------------------------------------------------------------
+def _task_config_of(params_yaml: str):
+    """The bare task config a trainer's params.yaml was written from: the
+    multi-scale one when its parser has FPN level ranges."""
+    import yaml
+    from maskconver_tf.configs import maskconver_task as task_cfg
+    from maskconver_tf.configs import multiscale_maskconver_task as ms_cfg
+    with open(params_yaml) as f:
+        task = (yaml.safe_load(f) or {}).get('task') or {}
+    parser = (task.get('train_data') or {}).get('parser') or {}
+    if 'fpn_low_range' in parser:
+        return ms_cfg.MultiScaleMaskConverTask()
+    return task_cfg.MaskConverTask()
+
+
 def load_params(experiment: Optional[str] = None,
                 config_file: Union[None, str, Sequence[str]] = None,
                 params_override: Optional[str] = None,
                 params_yaml: Optional[str] = None):
     """Builds the ExperimentConfig as Model Garden's train.py would.
 
-    Order: `experiment` defaults (or a bare MaskConver task when only
-    `params_yaml` is given) -> params_yaml -> config_file(s) ->
-    params_override.
+    Order: `experiment` defaults (or a bare single- or multi-scale MaskConver
+    task, as `params_yaml` says, when only it is given) -> params_yaml ->
+    config_file(s) -> params_override.
 
     Raises:
       InferenceError: neither an experiment nor a params.yaml, or an unknown
@@ -152,7 +166,6 @@ def load_params(experiment: Optional[str] = None,
     from official.core import config_definitions as cfg
     from official.core import exp_factory
     from official.modeling import hyperparams
-    from maskconver_tf.configs import maskconver_task as task_cfg
 
     if experiment:
         try:
@@ -161,7 +174,7 @@ def load_params(experiment: Optional[str] = None,
             raise InferenceError(
                 f'unknown experiment {experiment!r}') from None
     elif params_yaml:
-        params = cfg.ExperimentConfig(task=task_cfg.MaskConverTask())
+        params = cfg.ExperimentConfig(task=_task_config_of(params_yaml))
     else:
         raise InferenceError(
             'no config: pass --experiment (and --config_file) or a model_dir '

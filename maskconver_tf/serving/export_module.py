@@ -34,8 +34,10 @@ import tensorflow as tf
 import tf_keras
 from official.vision.serving import export_base
 
+from maskconver_tf.configs import maskconver as maskconver_cfg
 from maskconver_tf.modeling import factory
 from maskconver_tf.modeling.layers import post_processing
+from maskconver_tf.ops import multiscale_targets
 from maskconver_tf.ops import preprocess
 
 INPUT_TYPES = ('image_tensor', 'image_bytes', 'tf_example', 'tflite')
@@ -492,13 +494,23 @@ class MaskConverModule(export_base.ExportModule):
         else:
             hc, wc = (list(cfg.panoptic_generator.output_size)
                       or self._input_image_size)
-        stride = 2 ** int(cfg.level)
-        h, w = (v // stride for v in self._input_image_size)
+        height, width = self._input_image_size
+        c = int(cfg.num_classes)
+        if isinstance(cfg, maskconver_cfg.MultiScaleMaskConverModel):
+            heatmaps = [b, multiscale_targets.num_cells(
+                height, width, cfg.min_level, cfg.max_level), c]
+        else:
+            stride = 2 ** int(cfg.level)
+            heatmaps = [b, height // stride, width // stride, c]
+        head = cfg.mask_feature_head
+        mask_level = (head.level if head.feature_fusion in (None,
+                                                            'pyramid_fusion')
+                      else min(head.level, head.low_level))
+        stride = 2 ** mask_level // int(head.upsample_factor)
         shapes = {'category_mask': [b, hc, wc], 'instance_mask': [b, hc, wc],
                   'classes': [b, k], 'scores': [b, k],
-                  'image_info': [b, 4, 2],
-                  'class_heatmaps': [b, h, w, int(cfg.num_classes)],
-                  'mask_logits': [b, h, w, k]}
+                  'image_info': [b, 4, 2], 'class_heatmaps': heatmaps,
+                  'mask_logits': [b, height // stride, width // stride, k]}
         names = list(OUTPUT_ORDER)
         if self._include_logits:
             names += list(LOGIT_OUTPUTS)
