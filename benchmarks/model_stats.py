@@ -3,11 +3,11 @@
     python benchmarks/model_stats.py --experiment maskconver_mobilenet_mh_coco \
         [--image_size 640] [--json]
 
-Multiply-adds (MACs) follow the reference README's "FLOPs": the conv, depthwise
-and Dense layers of backbone + decoder (+ FPN) + heads, counted analytically at
-each layer's real output resolution (output pixels x kernel weights), so the
-ASPP's dilated 1x1 convs are not inflated by the space-to-batch padding TF's
-profiler sees. Reported apart and not in `dense_network`: the mask MLP, the
+Multiply-adds (MACs) follow the reference README's "FLOPs": the conv,
+depthwise and Dense layers of backbone + decoder (ASPP or FPN) + heads,
+counted analytically at each layer's real output resolution (output pixels
+x kernel weights), so the ASPP's dilated 1x1 convs are not inflated by the
+space-to-batch padding TF's profiler sees. Reported apart and not in `dense_network`: the mask MLP, the
 mask einsum (K x E x h x w) and an estimate of the post-processing.
 Batch 1. --experiment takes a model preset of
 `maskconver_tf.configs.maskconver` (see --help for names).
@@ -20,7 +20,7 @@ import sys
 import numpy as np
 
 # Components whose MACs make up the reference "FLOPs" (dense network).
-_DENSE_NETWORK = ('backbone', 'decoder', 'fpn', 'class_head', 'center_head',
+_DENSE_NETWORK = ('backbone', 'decoder', 'class_head', 'center_head',
                   'mask_feature_head')
 
 

@@ -1,19 +1,21 @@
 """Times the train step (with and without XLA) and the input pipeline.
 
-    python benchmarks/train_throughput.py [--image_size 256] [--batch_size 8]
-        [--steps 10] [--warmup 2] [--xla_steps 3] [--no_record]
+    python benchmarks/train_throughput.py [--experiment NAME]
+        [--image_size 256] [--batch_size 8] [--steps 10] [--warmup 2]
+        [--xla_steps 3] [--skip_pipeline] [--no_record]
 
-- Input pipeline: `task.build_inputs` of the `maskconver_mobilenet_mh_coco`
-  task (TFRecord decoder + its training parser: flip, scale jitter
-  0.1-1.9, 201 heatmap channels, K 50, stuff centers >= 1024 px, full-size
-  mask targets; batching, prefetch) on shapes TFRecords (JPEG images, PNG
-  masks) generated at `--image_size`; images/s over `--pipeline_batches`
-  batches after one warm-up batch. The shapes categories keep their ids as
-  raw channels of 201 (a filler category takes id 200), as COCO's do.
+- Input pipeline: `task.build_inputs` of the experiment's task (default
+  `maskconver_mobilenet_mh_coco`: TFRecord decoder + its training parser:
+  flip, scale jitter 0.1-1.9, 201 heatmap channels, K 50, stuff centers
+  >= 1024 px, full-size mask targets; batching, prefetch) on shapes
+  TFRecords (JPEG images, PNG masks) generated at `--image_size`; images/s
+  over `--pipeline_batches` batches after one warm-up batch. The shapes
+  categories keep their ids as raw channels of 201 (a filler category takes
+  id 200), as COCO's do.
 - Train step: the same task's model at `--image_size`, its own
   `train_step` and optimizer in a `tf.function`, on one fixed batch of
   that pipeline: images/s = batch / median step time, without and with
-  `jit_compile`.
+  `jit_compile`, with the experiment's own optimizer.
 - Peak RSS of the process (resource.getrusage) after each phase.
 
 Goal (issue 5): the pipeline delivers at least 2x the images/s the
@@ -35,7 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import results_io  # noqa: E402
 
-MODEL = 'maskconver_mobilenet_mh_coco'
+DEFAULT_EXPERIMENT = 'maskconver_mobilenet_mh_coco'
 # Raw label mode: channels = ids, so the largest id gives the 201 channels.
 FILLER_CATEGORY = {'id': 200, 'name': 'unused', 'isthing': 0,
                    'color': [0, 0, 0], 'supercategory': 'filler'}
@@ -61,10 +63,11 @@ def make_records(root, num_images, image_size):
     return os.path.join(root, 'records', 'train*'), categories
 
 
-def mobile_params(records, categories, num_images, image_size, batch_size):
-    """The mobile COCO experiment at the benchmark size on the shapes data."""
+def experiment_params(name, records, categories, num_images, image_size,
+                      batch_size):
+    """A COCO experiment at the benchmark size on the shapes data."""
     from official.core import exp_factory
-    params = exp_factory.get_exp_config(MODEL)
+    params = exp_factory.get_exp_config(name)
     params.task.dataset = categories
     params.task.label_mode = 'raw'
     params.task.model.input_size = [image_size, image_size, 3]
@@ -116,6 +119,7 @@ def time_train_step(task, params, batch, jit_compile, warmup, steps):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--experiment', default=DEFAULT_EXPERIMENT)
     parser.add_argument('--image_size', type=int, default=256)
     parser.add_argument('--batch_size', type=int, default=8)
     parser.add_argument('--steps', type=int, default=10,
@@ -126,6 +130,8 @@ def main(argv=None):
                         help='timed steps with XLA (slow on CPU); 0 skips')
     parser.add_argument('--num_images', type=int, default=64)
     parser.add_argument('--pipeline_batches', type=int, default=20)
+    parser.add_argument('--skip_pipeline', action='store_true',
+                        help='time the train step only')
     parser.add_argument('--no_record', action='store_true')
     args = parser.parse_args(argv)
 
@@ -135,17 +141,20 @@ def main(argv=None):
     rss = {'start': peak_rss_gib()}
     load_start = os.getloadavg()[0]
 
+    name = args.experiment
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        records, categories = make_records(tmp, args.num_images,
-                                           args.image_size)
+        num_images = max(args.num_images, args.batch_size)
+        records, categories = make_records(tmp, num_images, args.image_size)
         data_s = time.perf_counter() - t0
-        params = mobile_params(records, categories, args.num_images,
-                               args.image_size, args.batch_size)
+        params = experiment_params(name, records, categories, num_images,
+                                   args.image_size, args.batch_size)
         task = task_factory.get_task(params.task)
-        pipe_ips, _ = time_pipeline(task, params.task.train_data,
-                                    args.pipeline_batches)
-        rss['pipeline'] = peak_rss_gib()
+        pipe_ips = None
+        if not args.skip_pipeline:
+            pipe_ips, _ = time_pipeline(task, params.task.train_data,
+                                        args.pipeline_batches)
+            rss['pipeline'] = peak_rss_gib()
         batch = next(iter(task.build_inputs(params.task.train_data)))
 
     step_s, first_s, loss = time_train_step(task, params, batch, False,
@@ -158,34 +167,38 @@ def main(argv=None):
         rss['xla step'] = peak_rss_gib()
         rows_data.append(('yes', xla_s, xla_first, xla_loss, args.xla_steps))
 
-    step_ips = args.batch_size / step_s
-    ratio = pipe_ips / step_ips
+    optimizer = params.trainer.optimizer_config.optimizer.type
     rows = [
-        f'Model `{MODEL}` at {args.image_size} px, batch {args.batch_size}, '
-        f'SGD (the experiment\'s optimizer), TF {tf.__version__}, CPU.',
+        f'Model `{name}` at {args.image_size} px, batch {args.batch_size}, '
+        f'{optimizer} (the experiment\'s optimizer), TF {tf.__version__}, '
+        'CPU.',
         '',
         '| train step | XLA | timed steps | median step (s) | images/s | '
         'first call (s) | loss |',
         '| --- | --- | --- | --- | --- | --- | --- |',
     ]
     for xla, s, first, final_loss, n in rows_data:
-        rows.append(f'| {MODEL} | {xla} | {n} | {s:.3f} | '
-                    f'{args.batch_size / s:.1f} | {first:.1f} | '
+        rows.append(f'| {name} | {xla} | {n} | {s:.3f} | '
+                    f'{args.batch_size / s:.2f} | {first:.1f} | '
                     f'{final_loss:.3f} |')
+    if pipe_ips is not None:
+        ratio = pipe_ips / (args.batch_size / step_s)
+        rows += [
+            '',
+            '| input pipeline | batches | images/s | x step (no XLA) | goal |',
+            '| --- | --- | --- | --- | --- |',
+            f'| shapes TFRecords (JPEG), decoder + {name} train parser '
+            '(flip, scale jitter, 201 channels) | '
+            f'{args.pipeline_batches} | {pipe_ips:.1f} | {ratio:.1f}x | '
+            f'>= 2x {"(met)" if ratio >= 2 else "(NOT met)"} |',
+        ]
     rows += [
-        '',
-        '| input pipeline | batches | images/s | x step (no XLA) | goal |',
-        '| --- | --- | --- | --- | --- |',
-        f'| shapes TFRecords (JPEG), decoder + {MODEL} train parser (flip, '
-        'scale jitter 0.1-1.9, 201 channels, K 50) | '
-        f'{args.pipeline_batches} | {pipe_ips:.1f} | {ratio:.1f}x | >= 2x '
-        f'{"(met)" if ratio >= 2 else "(NOT met)"} |',
         '',
         '| peak RSS (GiB) | ' + ' | '.join(rss) + ' |',
         '| --- | ' + ' | '.join('---' for _ in rss) + ' |',
         '| | ' + ' | '.join(f'{v:.2f}' for v in rss.values()) + ' |',
         '',
-        f'{args.num_images} shapes images at {args.image_size} px generated '
+        f'{num_images} shapes images at {args.image_size} px generated '
         f'and converted in {data_s:.1f} s (not counted). Peak RSS is '
         'cumulative over the phases of one process. 1-min load average '
         f'{load_start:.1f} at start, {os.getloadavg()[0]:.1f} at the end '

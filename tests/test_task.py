@@ -325,7 +325,8 @@ def test_num_classes_dataset_mismatch_raises():
 # Dice weight each recipe trains with: the reference's mask_weight for the
 # COCO recipes; 1 for the shapes recipe (tuned that way).
 DICE_WEIGHTS = {'maskconver_mobilenet_mh_coco': 5.0, 'maskconver_shapes': 1.0,
-                'maskconver_r50_convnext_unet_coco': 10.0}
+                'maskconver_r50_convnext_unet_coco': 10.0,
+                'maskconver_r50_convnext_unet_shapes': 1.0}
 
 
 def _dice_weight(params):
