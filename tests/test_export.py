@@ -266,6 +266,28 @@ def test_split_depthwise_conv_equals_the_conv(kernel_size, max_taps,
     np.testing.assert_allclose(got, want, atol=1e-4)
 
 
+@pytest.mark.parametrize('h,w,taps,top,left', [
+    (1, 1, (1, 1), 0, 0), (2, 2, (3, 3), 1, 1), (1, 3, (1, 5), 0, 2),
+    (3, 12, (5, 7), 2, 3), (4, 4, (7, 7), 3, 3)])
+def test_split_depthwise_conv_on_inputs_smaller_than_the_kernel(h, w, taps,
+                                                                top, left):
+    """Top FPN levels: only taps within reach of the image stay (exactly)."""
+    rng = np.random.RandomState(h * 10 + w)
+    kernel = tf.constant(rng.randn(7, 7, 4, 1), tf.float32)
+    cropped, got_top, got_left = export_module.reachable_taps(
+        kernel, 3, 3, h, w)
+    assert tuple(cropped.shape[:2]) == taps
+    assert (got_top, got_left) == (top, left)
+    # The crop is the centre of the kernel around the (3, 3) tap.
+    np.testing.assert_array_equal(
+        cropped, kernel[3 - top:3 - top + taps[0], 3 - left:3 - left + taps[1]])
+    x = tf.constant(rng.randn(2, h, w, 4), tf.float32)
+    bias = tf.constant(rng.randn(4), tf.float32)
+    want = tf.nn.depthwise_conv2d(x, kernel, [1, 1, 1, 1], 'SAME') + bias
+    got = export_module.split_depthwise_conv(x, kernel, 25, bias)
+    np.testing.assert_allclose(got, want, atol=1e-4)
+
+
 def _randomize_batch_norms(model, seed):
     """Gives every BatchNorm statistics far from the identity; returns the
     old values. Channel scales spread over two decades, as in trained heads."""

@@ -178,12 +178,37 @@ def depthwise_tiles(kh: int, kw: int, max_taps: int = 25):
             for c0, c1 in _bounds(kw, side)]
 
 
+def reachable_taps(kernel: tf.Tensor, top: int, left: int, h: int, w: int):
+    """Crops a SAME depthwise kernel to the taps that can reach the image.
+
+    On an input smaller than the kernel (the 1x1 / 2x2 top FPN levels of a
+    small image), tap row r of a kernel padded `top` rows reads only padding
+    for every output row when |r - top| >= h (columns likewise), so it adds
+    zero. Cropping is exact, and keeps identically-zero tiles out of the
+    graph: their calibrated int8 range is degenerate (scale ~1e-8), which
+    XNNPACK refuses to run (requantisation scale >= 256).
+
+    Args:
+      kernel: [kh, kw, C, M].
+      top, left: SAME padding above / left of the input.
+      h, w: static input height and width.
+
+    Returns:
+      (cropped kernel, its top padding, its left padding).
+    """
+    kh, kw = int(kernel.shape[0]), int(kernel.shape[1])
+    r0, r1 = max(0, top - h + 1), min(kh, top + h)
+    c0, c1 = max(0, left - w + 1), min(kw, left + w)
+    return kernel[r0:r1, c0:c1], top - r0, left - c0
+
+
 def split_depthwise_conv(x: tf.Tensor, kernel: tf.Tensor, max_taps: int = 25,
                          bias: Optional[tf.Tensor] = None) -> tf.Tensor:
     """SAME, stride-1 depthwise conv as a sum of small-kernel convs.
 
-    The k x k kernel is cut into `depthwise_tiles` of at most max_taps taps
-    (7x7 -> 7x3 + 7x3 + 7x1); each runs VALID on the matching window of the
+    The k x k kernel, cropped to the taps that reach the image
+    (`reachable_taps`), is cut into `depthwise_tiles` of at most max_taps
+    taps (7x7 -> 7x3 + 7x3 + 7x1); each runs VALID on the matching window of the
     once-padded input, and the partial results are summed. Exactly the same
     function as the k x k conv (the same weights, float rounding aside), but
     LiteRT's XNNPACK runs int8 depthwise kernels of up to 25 taps ~24x faster
@@ -204,6 +229,8 @@ def split_depthwise_conv(x: tf.Tensor, kernel: tf.Tensor, max_taps: int = 25,
     kh, kw = int(kernel.shape[0]), int(kernel.shape[1])
     _, h, w, _ = x.shape
     top, left = (kh - 1) // 2, (kw - 1) // 2
+    kernel, top, left = reachable_taps(kernel, top, left, h, w)
+    kh, kw = int(kernel.shape[0]), int(kernel.shape[1])
     padded = tf.pad(x, [[0, 0], [top, kh - 1 - top], [left, kw - 1 - left],
                         [0, 0]])
     out = None
