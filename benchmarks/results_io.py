@@ -11,7 +11,8 @@ RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'RESULTS.md')
 
 # SIMD extensions that decide which XNNPACK kernels run (int8 latency on
 # the same VM type differed 3-5x between hosts with and without them).
-ISA_FLAGS = ('avx2', 'fma', 'avx512f', 'avx512bw', 'avx512_vnni', 'avx_vnni',
+ISA_FLAGS = ('avx2', 'fma', 'avx512f', 'avx512bw', 'avx512_vnni', 'avx512_bf16',
+             'avx_vnni',
              'amx_int8')
 
 

@@ -1,26 +1,31 @@
-r"""Latency matrix of the reference mobile model: sizes x graph x precision x delegate.
+r"""Latency matrix of a MaskConver model: sizes x graph x precision x delegate.
 
 Example:
   python benchmarks/tflite_matrix.py --sizes 256,640 --work_dir /tmp/mc_matrix \
-    [--checkpoint_path CKPT] [--graphs full_s4_split,cnn_split] \
-    [--xnnpack on|off|both] [--build_only] [--record]
+    [--experiment maskconver_mobilenet_mh_coco] [--checkpoint_path CKPT] \
+    [--graphs full_s4_split,cnn_split] [--xnnpack on|off|both] \
+    [--build_only] [--record]
 
-For each input size: exports the mobile model (experiment
-maskconver_mobilenet_mh_coco) as a tflite-type SavedModel, converts
+For each input size: exports the experiment's model (default the reference
+mobile model, maskconver_mobilenet_mh_coco) as a tflite-type SavedModel,
+converts
 (`GRAPHS`)
 - "cnn": backbone + ASPP + heads only (outputs heatmaps and embeddings),
 - "full s<k>": the whole pipeline with in-graph post-processing (merge
   stride k, see `export_module.merge_at_stride`), with the sparse heads
   (`MaskConverModel.sparse_inference`: the center-embedding tail at the K
   proposals, the mask-feature classifier folded into the slot embeddings)
-  unless the graph says "dense",
-- "backbone": MobileNetMultiAVGSeg alone (the issue's latency goals are
+  unless the graph says "dense" (the multi-scale model has no sparse
+  form: its full graphs are dense),
+- "backbone": the backbone alone (MobileNetMultiAVGSeg, resnet_unet) (the issue's latency goals are
   stated relative to it: int8 2.3 ms at 256 px on their machine),
 - "split": the heads' 7x7 depthwise convs traced as 7x3 + 7x3 + 7x1 tiles
   with their BatchNorm folded in (`export_module.split_large_depthwise`,
   same function),
 in float32, fp16 and int8 (int8_full_fp32_io), and times each with
-`benchmarks/latency.py` with XNNPACK on and off. Calibration uses images
+`benchmarks/latency.py` with XNNPACK on and off; --tf_cpu also times the
+full graphs' SavedModels in TensorFlow (`benchmarks/tf_latency.py`, same
+threads, a subprocess so its thread settings hold). Calibration uses images
 of the built-in shapes set (accuracy numbers need the experiment's data).
 Without a checkpoint the weights are the initial ones with BatchNorm
 statistics re-estimated on the calibration images (`reestimate_batch_norm`):
@@ -34,7 +39,9 @@ import argparse
 import contextlib
 import json
 import os
+import subprocess
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -46,7 +53,7 @@ from maskconver_tf import registry_imports  # noqa: E402,F401
 from maskconver_tf.serving import export_module  # noqa: E402
 from maskconver_tf.serving import tflite_conversion as tc  # noqa: E402
 
-EXPERIMENT = 'maskconver_mobilenet_mh_coco'
+DEFAULT_EXPERIMENT = 'maskconver_mobilenet_mh_coco'
 PRECISIONS = (('float32', 'none'), ('fp16', 'fp16'),
               ('int8', 'int8_full_fp32_io'))
 
@@ -109,14 +116,15 @@ def reestimate_batch_norm(model, images):
     """
     norms = [layer for layer in model.submodules
              if export_module.is_batch_norm(layer)]
-    momenta = [norm.momentum for norm in norms]
+    saved = [(norm.momentum, norm.trainable) for norm in norms]
     for norm in norms:
-        norm.momentum = 0.0
+        # A frozen norm (bn_trainable: false) ignores training=True.
+        norm.momentum, norm.trainable = 0.0, True
     try:
         model.dense_outputs(tf.stack(images), training=True)
     finally:
-        for norm, momentum in zip(norms, momenta):
-            norm.momentum = momentum
+        for norm, (momentum, trainable) in zip(norms, saved):
+            norm.momentum, norm.trainable = momentum, trainable
     return len(norms)
 
 
@@ -125,9 +133,9 @@ def _tag(graph):
 
 
 def build_models(size, work_dir, checkpoint_path, calibration,
-                 graphs=GRAPHS):
+                 graphs=GRAPHS, experiment=DEFAULT_EXPERIMENT):
     """Writes the .tflite files of one size; returns [(graph, label, path)]."""
-    params = export_module.load_params(EXPERIMENT)
+    params = export_module.load_params(experiment)
     quant = dict(PRECISIONS)
     out = []
     model = None
@@ -146,8 +154,9 @@ def build_models(size, work_dir, checkpoint_path, calibration,
                 params, export_dir, checkpoint_path=checkpoint_path,
                 batch_size=1, input_type='tflite',
                 input_image_size=[size, size], merge_stride=stride,
-                split_depthwise=split, sparse_heads=sparse,
-                experiment=EXPERIMENT, model=model)
+                # None: sparse where the model has a sparse form.
+                split_depthwise=split, sparse_heads=None if sparse else False,
+                experiment=experiment, model=model)
             model = module.model
             with open(os.path.join(export_dir,
                                    export_module.SIDECAR_NAME)) as f:
@@ -179,9 +188,24 @@ def build_models(size, work_dir, checkpoint_path, calibration,
     return out
 
 
+def tf_cpu_latency(saved_model_dir, num_threads, num_runs):
+    """`benchmarks/tf_latency.py` in a fresh process; its result dict."""
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                          'tf_latency.py')
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, 'tf.json')
+        subprocess.run([sys.executable, script, '--saved_model',
+                        saved_model_dir, '--num_threads', str(num_threads),
+                        '--num_runs', str(num_runs), '--json', out],
+                       check=True)
+        with open(out) as f:
+            return json.load(f)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--sizes', default='256,640')
+    parser.add_argument('--experiment', default=DEFAULT_EXPERIMENT)
     parser.add_argument('--work_dir', default='/tmp/maskconver_matrix')
     parser.add_argument('--checkpoint_path', default=None)
     parser.add_argument('--num_threads', type=int, default=2)
@@ -197,6 +221,8 @@ def main(argv=None):
                         ', '.join(_tag(g[0]) for g in GRAPHS))
     parser.add_argument('--xnnpack', choices=('on', 'off', 'both'),
                         default='both')
+    parser.add_argument('--tf_cpu', action='store_true',
+                        help='also time the full graphs in TensorFlow')
     parser.add_argument('--build_only', action='store_true',
                         help='convert only (time later, on a quiet machine)')
     parser.add_argument('--record', action='store_true',
@@ -221,7 +247,7 @@ def main(argv=None):
         calibration = shapes_calibration(size, args.calibration_steps,
                                          args.work_dir)
         paths = build_models(size, args.work_dir, args.checkpoint_path,
-                             calibration, graphs)
+                             calibration, graphs, args.experiment)
         if args.build_only:
             continue
         cases = [(graph, label, path, xnnpack) for graph, label, path in paths
@@ -240,13 +266,25 @@ def main(argv=None):
             print(f'{size} {graph:8s} {label:7s} xnnpack={xnnpack!s:5s} '
                   f'mean {r["mean_ms"]:7.2f} p50 {r["p50_ms"]:7.2f} ms '
                   f'({r["size_bytes"] / 1e6:.1f} MB)', flush=True)
+        if args.tf_cpu:
+            for graph, stride, *_ in graphs:
+                if stride is None:
+                    continue
+                r = tf_cpu_latency(os.path.join(
+                    args.work_dir, f'export_{size}_{_tag(graph)}',
+                    'saved_model'), args.num_threads, args.num_runs)
+                r.update(init_ms=r['load_ms'], size_bytes=0, sha256='-')
+                rows.append((size, graph, 'float32 (TF)', None, r))
+                print(f'{size} {graph:8s} TF CPU mean {r["mean_ms"]:7.2f} '
+                      f'p50 {r["p50_ms"]:7.2f} ms', flush=True)
     lines = ['| size | graph | precision | XNNPACK | mean ms | p50 ms | p90 ms '
              '| min ms | init ms | first ms | MB | sha256 |',
              '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- '
              '| --- |']
     for size, graph, label, xnnpack, r in rows:
         lines.append(
-            f'| {size} | {graph} | {label} | {"on" if xnnpack else "off"} | '
+            f'| {size} | {graph} | {label} | '
+            f'{"-" if xnnpack is None else "on" if xnnpack else "off"} | '
             f'{r["mean_ms"]:.2f} | {r["p50_ms"]:.2f} | {r["p90_ms"]:.2f} | '
             f'{r["min_ms"]:.2f} | '
             f'{r["init_ms"]:.0f} | {r["first_ms"]:.1f} | '
@@ -265,7 +303,7 @@ def main(argv=None):
     if args.record:
         from benchmarks import results_io
         results_io.append_section(
-            f'TFLite latency matrix, reference mobile model '
+            f'TFLite latency matrix, `{args.experiment}` '
             f'({args.num_threads} threads, {args.rounds} x {args.num_runs} '
             'runs, random '
             'inputs, ' + ('initial weights, BatchNorm re-estimated)'

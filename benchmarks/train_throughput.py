@@ -99,6 +99,10 @@ def time_train_step(task, params, batch, jit_compile, warmup, steps):
     model = task.build_model()
     optimizer = task.create_optimizer(params.trainer.optimizer_config,
                                       params.runtime)
+    from official.modeling import optimization
+    # As Model Garden's Trainer does: the EMA optimizer needs its copy first.
+    if isinstance(optimizer, optimization.ExponentialMovingAverage):
+        optimizer.shadow_copy(model)
 
     def step_fn(inputs):
         return task.train_step(inputs, model, optimizer)

@@ -278,3 +278,49 @@ def test_two_train_steps_and_validation(records):
     result = task.reduce_aggregated_logs(state)
     assert 0.0 <= result['panoptic_quality/All_pq'] <= 1.0
     assert all(np.isfinite(float(m.result())) for m in val_metrics)
+
+
+def test_flagship_yaml_trains_two_steps_and_validates_at_128(records,
+                                                             tmp_path):
+    """The full flagship (R50 ConvNeXt-UNet, maskconver_fpn, K 256, EMA,
+    AutoAugment, copy-paste) from its YAML through Model Garden's
+    train_lib, with only size, data, batch and step overrides."""
+    from official.core import task_factory
+    from official.core import train_lib
+    params = hyperparams.override_params_dict(
+        exp_factory.get_exp_config(NAME), YAML, is_strict=True)
+    size = 128
+    params = hyperparams.override_params_dict(params, {
+        'task': {
+            'dataset': 'shapes', 'init_checkpoint': None,
+            'model': {'input_size': [size, size, 3], 'num_classes': 8,
+                      'norm_activation': {'use_sync_bn': False},
+                      'panoptic_generator': {'output_size': [size, size]}},
+            'train_data': {'input_path': records, 'global_batch_size': 2,
+                           'shuffle_buffer_size': 6,
+                           'parser': {'copypaste_shuffle_buffer_size': 4}},
+            'validation_data': {'input_path': records, 'global_batch_size': 2,
+                                'parser': {
+                                    'segmentation_groundtruth_padded_size':
+                                        [size, size]}}},
+        'trainer': {'train_steps': 2, 'steps_per_loop': 1,
+                    'summary_interval': 1, 'checkpoint_interval': 2,
+                    'validation_interval': 2, 'validation_steps': 1},
+    }, is_strict=True)
+    params.validate()
+    params.lock()
+    model_dir = str(tmp_path / 'model')
+    tf_keras.utils.set_random_seed(0)
+    # A real strategy, as the train CLI makes: EMA swaps weights under one.
+    strategy = tf.distribute.OneDeviceStrategy('/cpu:0')
+    with strategy.scope():
+        task = task_factory.get_task(params.task, logging_dir=model_dir)
+    model, logs = train_lib.run_experiment(
+        distribution_strategy=strategy, task=task,
+        mode='train_and_eval', params=params, model_dir=model_dir,
+        run_post_eval=True)
+    assert model.backbone.count_params() == 55_205_440
+    assert tf.train.latest_checkpoint(model_dir).endswith('ckpt-2')
+    assert 0.0 <= float(logs['panoptic_quality/All_pq']) <= 1.0
+    for name in ('center_loss', 'mask_bce_loss', 'mask_dice_loss'):
+        assert np.isfinite(float(logs[name])) and float(logs[name]) > 0, logs

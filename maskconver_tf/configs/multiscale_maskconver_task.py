@@ -162,7 +162,9 @@ def maskconver_r50_convnext_unet_shapes() -> cfg.ExperimentConfig:
     from-scratch run on 2 CPU cores needs (see
     experiments/maskconver_r50_convnext_unet_shapes.yaml).
     """
-    image_size, train_batch, eval_batch, steps = 128, 16, 16, 600
+    # 240 steps: the wall-clock of `make demo`'s 1400 mobile steps (4.0 s vs
+    # 0.65 s a step at batch 16 on 2 AVX-512 cores, benchmarks/RESULTS.md).
+    image_size, train_batch, eval_batch, steps = 128, 16, 16, 240
     model = model_cfg.maskconver_r50_convnext_unet_coco(image_size)
     model.num_classes = 8
     model.num_instances = 20
@@ -194,9 +196,9 @@ def maskconver_r50_convnext_unet_shapes() -> cfg.ExperimentConfig:
                                    l2_weight_decay=0.0)),
         trainer=cfg.TrainerConfig(
             train_steps=steps, validation_steps=-1,
-            validation_interval=300, steps_per_loop=50, summary_interval=50,
-            checkpoint_interval=150, max_to_keep=3,
+            validation_interval=steps, steps_per_loop=40, summary_interval=40,
+            checkpoint_interval=120, max_to_keep=3,
             # EMA 0.99996 averages over ~25k steps: useless in a few hundred.
             optimizer_config=_adamw_cosine(
-                1e-3, steps, 100, weight_decay=0.05, clipnorm=1.0)),
+                1e-3, steps, 30, weight_decay=0.05, clipnorm=1.0)),
         restrictions=_restrictions())
