@@ -1,13 +1,15 @@
 """The embedded default: the whole MaskConver job on a laptop CPU.
 
     python -m maskconver_tf.demo --output_dir demo_output [--fresh] [--budget full|smoke]
+        [--experiment maskconver_shapes|maskconver_r50_convnext_unet_shapes]
 
 Stages (each is the same command a user would run by hand; REPORT.md lists
-them): generate the shapes set (train + val) -> TFRecords -> train the
-`maskconver_shapes` experiment through the train CLI -> official PQ on val
--> export SavedModel, float32 and int8 .tflite -> official PQ of both
-.tflite files -> latency of both -> overlays for a few val images ->
-`REPORT.md`. A second run reuses data and checkpoints unless --fresh.
+them): generate the shapes set (train + val, and the held-out `shifted`
+look) -> TFRecords -> train the `maskconver_shapes` experiment (or the
+flagship's `maskconver_r50_convnext_unet_shapes`) through the train CLI ->
+official PQ on val -> export SavedModel, float32 and int8 .tflite -> official
+PQ of both .tflite files on val and on the shifted set -> latency of both ->
+overlays for a few val and shifted images -> `REPORT.md`. A second run reuses data and checkpoints unless --fresh.
 The 'smoke' budget runs the same code path in about two minutes (tests).
 """
 
@@ -24,12 +26,17 @@ from typing import Optional
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPERIMENT = 'maskconver_shapes'
+# The held-out split: the shapes generator's 'shifted' style, own seed.
+SHIFTED = 'shifted'
+# Experiments the demo runs, each with its YAML experiments/<name>.yaml.
+EXPERIMENTS = ('maskconver_shapes', 'maskconver_r50_convnext_unet_shapes')
 
 
 @dataclasses.dataclass
 class Budget:
     num_train: int
     num_val: int
+    num_shifted: int
     image_size: int
     train_steps: Optional[int]  # None: the YAML's recipe
     batch_size: Optional[int]
@@ -40,10 +47,12 @@ class Budget:
 
 BUDGETS = {
     # Chosen by measurement: see experiments/maskconver_shapes.yaml.
-    'full': Budget(num_train=2000, num_val=200, image_size=128,
+    'full': Budget(num_train=2000, num_val=200, num_shifted=200,
+                   image_size=128,
                    train_steps=None, batch_size=None, calibration_steps=100,
                    latency_runs=50, num_overlays=8),
-    'smoke': Budget(num_train=24, num_val=6, image_size=64, train_steps=6,
+    'smoke': Budget(num_train=24, num_val=6, num_shifted=4, image_size=64,
+                    train_steps=6,
                     batch_size=4, calibration_steps=4, latency_runs=3,
                     num_overlays=2),
 }
@@ -57,7 +66,8 @@ def _banner(title):
 class Demo:
     """Runs the stages into `output_dir`, recording commands and timings."""
 
-    def __init__(self, output_dir, budget_name='full', fresh=False):
+    def __init__(self, output_dir, budget_name='full', fresh=False,
+                 experiment=EXPERIMENT, params_override=''):
         self.out = os.path.abspath(output_dir)
         self.budget_name = budget_name
         self.b = BUDGETS[budget_name]
@@ -66,8 +76,14 @@ class Demo:
         os.makedirs(self.out, exist_ok=True)
         self.commands = []
         self.timings = {}
+        if experiment not in EXPERIMENTS:
+            raise ValueError(f'demo: unknown experiment {experiment!r}; '
+                             f'expected one of {EXPERIMENTS}')
+        self.experiment = experiment
         self.config_file = os.path.join(REPO_ROOT, 'experiments',
-                                        'maskconver_shapes.yaml')
+                                        f'{experiment}.yaml')
+        # The user's overrides go last, so they win over the demo's own.
+        self.params_override = params_override.strip(',')
 
     # Helpers ----------------------------------------------------------------
     def path(self, *parts):
@@ -124,21 +140,42 @@ class Demo:
                 'trainer.optimizer_config.warmup.linear.warmup_steps': 1,
             })
         items.update(extra)
-        return ','.join(f'{k}={v}' for k, v in items.items())
+        text = ','.join(f'{k}={v}' for k, v in items.items())
+        return f'{text},{self.params_override}' if self.params_override else text
 
     def experiment_args(self):
-        return ['--experiment', EXPERIMENT, '--config_file', self.config_file,
+        return ['--experiment', self.experiment,
+                '--config_file', self.config_file,
                 '--params_override', self.overrides()]
 
     @property
     def image_size(self):
+        """Side of the generated images (px)."""
         return self.b.image_size
+
+    @property
+    def input_size(self):
+        """Side of the model input (px): the resolved config's, which
+        --params_override may set apart from the data's."""
+        from maskconver_tf import registry_imports  # noqa: F401
+        from official.core import exp_factory
+        from official.modeling import hyperparams
+        params = exp_factory.get_exp_config(self.experiment)
+        params = hyperparams.override_params_dict(params, self.config_file,
+                                                  is_strict=True)
+        params = hyperparams.override_params_dict(params, self.overrides(),
+                                                  is_strict=True)
+        return int(params.task.model.input_size[0])
 
     # Stages -----------------------------------------------------------------
     def data(self):
-        _banner('1/8 data: generate the shapes set and convert to TFRecords')
-        for split, n, seed, start in (('train', self.b.num_train, 1, 1),
-                                      ('val', self.b.num_val, 2, 1000001)):
+        _banner('1/8 data: generate the shapes set (train, val and the '
+                'shifted look no run trains on) and convert to TFRecords')
+        for split, n, style, start in (
+                ('train', self.b.num_train, ['--seed', '1'], 1),
+                ('val', self.b.num_val, ['--seed', '2'], 1000001),
+                ('shifted', self.b.num_shifted, ['--style', 'shifted'],
+                 2000001)):
             target = self.path('data', split)
             if os.path.exists(os.path.join(target, 'panoptic.json')):
                 print(f'reusing {target}')
@@ -146,8 +183,9 @@ class Demo:
                 self.run('data', ['-m', 'maskconver_tf.data.shapes',
                                   '--output_dir', target, '--num_images', str(n),
                                   '--image_size', str(self.image_size),
-                                  '--seed', str(seed),
-                                  '--start_image_id', str(start)])
+                                  '--start_image_id', str(start)] + style)
+            if split == SHIFTED:
+                continue  # scored from its files; never read by training
             prefix = self.path('tfrecords', split)
             if os.path.exists(prefix + '-00000-of-00002.tfrecord'):
                 print(f'reusing {prefix}-*')
@@ -161,29 +199,30 @@ class Demo:
                               '--output_prefix', prefix, '--num_shards', '2'])
 
     def train(self):
-        _banner('2/8 train: maskconver_shapes through the train CLI '
+        _banner(f'2/8 train: {self.experiment} through the train CLI '
                 '(resumes from the latest checkpoint)')
         self.run('train', ['-m', 'maskconver_tf.train', '--mode',
                            'train_and_eval', '--model_dir', self.path('model'),
                            '--enable_async_checkpointing=false']
                  + self.experiment_args(), log_name='train.log')
 
-    def evaluate(self, name, model_flag, model_path):
-        out = self.path('eval', name)
-        self.run(f'evaluate {name}', [
+    def evaluate(self, name, model_flag, model_path, split='val'):
+        suffix = '' if split == 'val' else f'_{split}'
+        out = self.path('eval', name + suffix)
+        self.run(f'evaluate {name} on {split}', [
             '-m', 'maskconver_tf.evaluate', model_flag, model_path,
             '--output_dir', out,
-            '--gt_json', self.path('data', 'val', 'panoptic.json'),
-            '--gt_dir', self.path('data', 'val', 'panoptic'),
-            '--image_dir', self.path('data', 'val', 'images')]
-            + self.experiment_args(), log_name=f'evaluate_{name}.log')
+            '--gt_json', self.path('data', split, 'panoptic.json'),
+            '--gt_dir', self.path('data', split, 'panoptic'),
+            '--image_dir', self.path('data', split, 'images')]
+            + self.experiment_args(), log_name=f'evaluate_{name}{suffix}.log')
         with open(os.path.join(out, 'pq.json')) as f:
             return json.load(f)
 
     def export(self):
         _banner('4/8 export: SavedModel (tflite input), float32 and int8 .tflite')
         export_dir = self.path('export', 'saved_model_tflite_input')
-        s = self.image_size
+        s = self.input_size
         self.run('export', [
             os.path.join(REPO_ROOT, 'export', 'export_saved_model.py'),
             '--checkpoint_path', self.path('model'), '--export_dir', export_dir,
@@ -192,7 +231,8 @@ class Demo:
             log_name='export_saved_model.log')
         paths = {}
         for name, quant in (('float32', 'none'), ('int8', 'int8_full_fp32_io')):
-            tflite = self.path('export', f'maskconver_shapes_{s}_{name}.tflite')
+            tflite = self.path('export',
+                               f'{self.experiment}_{s}_{name}.tflite')
             self.run('export', [
                 os.path.join(REPO_ROOT, 'export', 'export_tflite.py'),
                 '--saved_model_dir', os.path.join(export_dir, 'saved_model'),
@@ -218,18 +258,17 @@ class Demo:
                 results[name] = json.load(f)
         return results
 
-    def predict(self):
-        _banner('7/8 predict: overlays for a few val images')
-        out = self.path('predict')
+    def predict(self, split='val'):
+        out = self.path('predict' if split == 'val' else f'predict_{split}')
         self.run('predict', [
             '-m', 'maskconver_tf.predict', '--model', self.path('model'),
-            '--input', self.path('data', 'val', 'images'),
+            '--input', self.path('data', split, 'images'),
             '--output_dir', out, '--max_images', str(self.b.num_overlays)]
-            + self.experiment_args(), log_name='predict.log')
+            + self.experiment_args(), log_name=f'predict_{split}.log')
         return out
 
     # Report -----------------------------------------------------------------
-    def report(self, pq, latency, predict_dir):
+    def report(self, pq, latency, predict_dirs):
         _banner('8/8 report')
         from maskconver_tf.visualization import grid, plots
         figures = {}
@@ -237,11 +276,14 @@ class Demo:
         os.makedirs(os.path.dirname(curve), exist_ok=True)
         plots.plot_training_curves(self.path('model'), curve)
         figures['curves'] = curve
-        grid_png = self.path('report', 'overlays_vs_groundtruth.png')
-        images, preds, gts, descriptor = _prediction_vs_groundtruth(
-            predict_dir, self.path('data', 'val'))
-        grid.save_overlay_grid(grid_png, images, preds, gts, descriptor)
-        figures['grid'] = grid_png
+        for split, predict_dir in predict_dirs.items():
+            name = ('overlays_vs_groundtruth' if split == 'val'
+                    else f'overlays_vs_groundtruth_{split}')
+            grid_png = self.path('report', f'{name}.png')
+            images, preds, gts, descriptor = _prediction_vs_groundtruth(
+                predict_dir, self.path('data', split))
+            grid.save_overlay_grid(grid_png, images, preds, gts, descriptor)
+            figures[f'grid {split}'] = grid_png
         text = render_report(self, pq, latency, figures)
         with open(self.path('REPORT.md'), 'w') as f:
             f.write(text)
@@ -253,17 +295,20 @@ class Demo:
         self.data()
         self.train()
         _banner('3/8 evaluate: official PQ of the checkpoint on val')
-        pq = {'checkpoint': self.evaluate('checkpoint', '--checkpoint_path',
-                                          self.path('model'))}
+        pq = {'checkpoint': {'val': self.evaluate(
+            'checkpoint', '--checkpoint_path', self.path('model'))}}
         tflite = self.export()
-        _banner('5/8 evaluate: official PQ of the float32 and int8 .tflite')
+        _banner('5/8 evaluate: official PQ of the float32 and int8 .tflite '
+                'on val and on the shifted set')
         for name, path in tflite.items():
-            pq[f'tflite {name}'] = self.evaluate(f'tflite_{name}', '--tflite',
-                                                 path)
+            pq[f'tflite {name}'] = {
+                split: self.evaluate(f'tflite_{name}', '--tflite', path, split)
+                for split in ('val', SHIFTED)}
         latency = self.latency(tflite)
-        predict_dir = self.predict()
+        _banner('7/8 predict: overlays for a few val and shifted images')
+        predict_dirs = {split: self.predict(split) for split in ('val', SHIFTED)}
         self.timings['total'] = time.time() - t0
-        self.report(pq, latency, predict_dir)
+        self.report(pq, latency, predict_dirs)
 
 
 def _prediction_vs_groundtruth(predict_dir, data_dir):
@@ -313,13 +358,24 @@ def _worth_showing(line):
     return not any(n in line for n in noisy)
 
 
-def _pq_row(name, result):
+def _pq_row(name, results):
+    """results: {split: pq.json dict}; cells All / Things / Stuff per split."""
     cells = []
-    for group in ('All', 'Things', 'Stuff'):
-        g = result.get(group) or {}
-        pq = g.get('pq')
-        cells.append('-' if pq is None else f'{100 * pq:.2f}')
+    for split in ('val', SHIFTED):
+        for group in ('All', 'Things', 'Stuff'):
+            g = (results.get(split) or {}).get(group) or {}
+            pq = g.get('pq')
+            cells.append('-' if pq is None else f'{100 * pq:.2f}')
     return f'| {name} | ' + ' | '.join(cells) + ' |'
+
+
+def _drop(pq, split):
+    """int8 vs float32 .tflite PQ drop (All, points) on split, or None."""
+    try:
+        return 100 * (pq['tflite float32'][split]['All']['pq'] -
+                      pq['tflite int8'][split]['All']['pq'])
+    except (KeyError, TypeError):
+        return None
 
 
 def render_report(demo, pq, latency, figures):
@@ -329,20 +385,29 @@ def render_report(demo, pq, latency, figures):
         '',
         f'Budget `{demo.budget_name}`: {demo.b.num_train} train / '
         f'{demo.b.num_val} val shapes images at {demo.image_size} px; '
-        f'experiment `{EXPERIMENT}` ({rel(demo.config_file) if demo.config_file.startswith(demo.out) else os.path.relpath(demo.config_file, REPO_ROOT)}).',
+        f'experiment `{demo.experiment}` ({rel(demo.config_file) if demo.config_file.startswith(demo.out) else os.path.relpath(demo.config_file, REPO_ROOT)}).',
+        *([f'Overrides on top of the YAML: `{demo.params_override}`.']
+          if demo.params_override else []),
         f'Total wall time {demo.timings.get("total", 0) / 60:.1f} min '
         f'(training {demo.timings.get("train", 0) / 60:.1f} min).',
         '',
-        '## Official PQ on val (panopticapi rules)',
+        '## Official PQ (panopticapi rules)',
         '',
-        '| model | All PQ | Things PQ | Stuff PQ |',
-        '| --- | --- | --- | --- |',
+        f'val: {demo.b.num_val} images of the training look; shifted: '
+        f'{demo.b.num_shifted} images of the generator\'s `shifted` style '
+        '(more and more crowded things, patterns, lighting, noise, blur, '
+        'JPEG artefacts; a seed no run trains on).',
+        '',
+        '| model | val All | val Things | val Stuff | shifted All | '
+        'shifted Things | shifted Stuff |',
+        '| --- | --- | --- | --- | --- | --- | --- |',
     ]
     lines += [_pq_row(name, result) for name, result in pq.items()]
-    if 'tflite float32' in pq and 'tflite int8' in pq:
-        drop = 100 * (pq['tflite float32']['All']['pq'] -
-                      pq['tflite int8']['All']['pq'])
-        lines += ['', f'int8 vs float32 .tflite: {drop:+.2f} PQ drop (All).']
+    drops = [f'{split} {d:+.2f}' for split in ('val', SHIFTED)
+             if (d := _drop(pq, split)) is not None]
+    if drops:
+        lines += ['', 'int8 vs float32 .tflite PQ drop (All): '
+                  + ', '.join(drops) + '.']
     lines += ['', '## Latency (LiteRT, 2 threads, this machine)', '',
               '| model | size (MB) | mean (ms) | p50 (ms) | p90 (ms) | delegate |',
               '| --- | --- | --- | --- | --- | --- |']
@@ -355,14 +420,18 @@ def render_report(demo, pq, latency, figures):
             f'{r.get("delegate", "")} |')
     lines += ['', '## Figures', '',
               f'![training curves]({rel(figures["curves"])})', '',
-              f'![overlays vs ground truth]({rel(figures["grid"])})', '',
+              f'![overlays vs ground truth, val]({rel(figures["grid val"])})',
+              '',
+              '![overlays vs ground truth, shifted]'
+              f'({rel(figures["grid shifted"])})', '',
               '## Outputs', '',
               f'- data: `{rel(demo.path("data"))}`, TFRecords: '
               f'`{rel(demo.path("tfrecords"))}`',
               f'- checkpoints and TensorBoard: `{rel(demo.path("model"))}`',
               f'- predictions + pq.json: `{rel(demo.path("eval"))}`',
               f'- exports: `{rel(demo.path("export"))}`',
-              f'- overlays: `{rel(demo.path("predict"))}`',
+              f'- overlays: `{rel(demo.path("predict"))}`, '
+              f'`{rel(demo.path("predict_" + SHIFTED))}`',
               '', '## Redo each stage by hand', '']
     for stage, cmd in demo.commands:
         lines += [f'{stage}:', '', '```', cmd, '```', '']
@@ -375,8 +444,17 @@ def main(argv=None):
     parser.add_argument('--fresh', action='store_true',
                         help='delete output_dir first instead of reusing it')
     parser.add_argument('--budget', choices=sorted(BUDGETS), default='full')
+    parser.add_argument('--experiment', choices=EXPERIMENTS,
+                        default=EXPERIMENT,
+                        help='the mobile model (default) or the flagship')
+    parser.add_argument('--params_override', default='',
+                        help='extra Model Garden overrides (k=v,...) for '
+                        'every stage, after the demo\'s own; e.g. '
+                        '"task.model.input_size=[192,192,3],'
+                        'task.model.panoptic_generator.output_size=[192,192]"')
     args = parser.parse_args(argv)
-    Demo(args.output_dir, args.budget, args.fresh).run_all()
+    Demo(args.output_dir, args.budget, args.fresh, args.experiment,
+         args.params_override).run_all()
 
 
 if __name__ == '__main__':

@@ -29,34 +29,49 @@ def test_every_stage_wrote_its_outputs(smoke_run):
     assert (out / 'model' / 'params.yaml').exists()
     assert any(n.startswith(f'ckpt-{b.train_steps}.')
                for n in os.listdir(out / 'model'))
-    for name in ('checkpoint', 'tflite_float32', 'tflite_int8'):
+    with open(out / 'data' / 'shifted' / 'panoptic.json') as f:
+        shifted = json.load(f)
+    assert len(shifted['images']) == b.num_shifted
+    assert shifted['info']['style'] == 'shifted'
+    assert not (out / 'tfrecords' / 'shifted-00000-of-00002.tfrecord').exists()
+    for name in ('checkpoint', 'tflite_float32', 'tflite_int8',
+                 'tflite_float32_shifted', 'tflite_int8_shifted'):
         with open(out / 'eval' / name / 'pq.json') as f:
             result = json.load(f)
         for group in ('All', 'Things', 'Stuff'):
             pq = result[group]['pq']
             assert pq is None or 0.0 <= pq <= 1.0, (name, group, pq)
-        assert result['All']['n'] == 7  # every shapes category scored
+        # Every shapes category is scored (a tiny shifted set may lack one).
+        assert result['All']['n'] >= (6 if 'shifted' in name else 7)
     for name in ('float32', 'int8'):
         with open(out / 'latency' / f'{name}.json') as f:
             lat = json.load(f)
         assert lat['mean_ms'] > 0 and lat['p90_ms'] >= lat['p50_ms']
-    overlays = os.listdir(out / 'predict' / 'overlays')
-    assert len(overlays) == b.num_overlays
+    for split in ('predict', 'predict_shifted'):
+        assert len(os.listdir(out / split / 'overlays')) == b.num_overlays
     assert (out / 'report' / 'training_curves.png').stat().st_size > 1000
-    assert (out / 'report' / 'overlays_vs_groundtruth.png').stat().st_size > 1000
+    for name in ('overlays_vs_groundtruth', 'overlays_vs_groundtruth_shifted'):
+        assert (out / 'report' / f'{name}.png').stat().st_size > 1000
 
 
 def test_report_holds_numbers_and_commands(smoke_run):
     text = (smoke_run / 'REPORT.md').read_text()
     rows = re.findall(r'^\| (checkpoint|tflite float32|tflite int8) \| '
-                      r'([-\d.]+) \|', text, re.M)
+                      r'((?:[-\d.]+ \| ){5}[-\d.]+) \|$', text, re.M)
     assert [r[0] for r in rows] == ['checkpoint', 'tflite float32',
                                     'tflite int8']
+    cells = {name: row.split(' | ') for name, row in rows}
     with open(smoke_run / 'eval' / 'checkpoint' / 'pq.json') as f:
         all_pq = json.load(f)['All']['pq']
-    assert rows[0][1] == f'{100 * all_pq:.2f}'
+    assert cells['checkpoint'][0] == f'{100 * all_pq:.2f}'
+    assert cells['checkpoint'][3] == '-'  # the checkpoint is scored on val
+    with open(smoke_run / 'eval' / 'tflite_int8_shifted' / 'pq.json') as f:
+        shifted_pq = json.load(f)['All']['pq']
+    assert cells['tflite int8'][3] == f'{100 * shifted_pq:.2f}'
     assert 'maskconver_tf.train' in text and 'export_tflite.py' in text
-    assert 'int8 vs float32 .tflite' in text
+    assert re.search(r'PQ drop \(All\): val [-+]\d+\.\d+, shifted '
+                     r'[-+]\d+\.\d+', text)
+    assert 'overlays_vs_groundtruth_shifted.png' in text
 
 
 def test_second_run_reuses_data_and_checkpoint(smoke_run, capsys):
@@ -71,3 +86,15 @@ def test_second_run_reuses_data_and_checkpoint(smoke_run, capsys):
                    if (m := re.match(r'ckpt-(\d+)\.index', n)))
     assert steps[-1] == b.train_steps
     assert [s for s in d.commands if s[0] == 'data'] == []
+
+
+def test_params_override_goes_last_and_sets_the_export_size(tmp_path):
+    d = demo.Demo(str(tmp_path), 'smoke', params_override=(
+        'task.model.input_size=[96,96,3],'
+        'task.model.panoptic_generator.output_size=[96,96]'))
+    assert demo.Demo(str(tmp_path), 'smoke').input_size == 64
+    assert d.input_size == 96 and d.image_size == 64
+    assert d.overrides().endswith('output_size=[96,96]')
+    with pytest.raises(KeyError, match='no_such_field'):
+        demo.Demo(str(tmp_path), 'smoke',
+                  params_override='task.no_such_field=1').input_size

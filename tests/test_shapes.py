@@ -15,6 +15,8 @@ from maskconver_tf.data.shapes_categories import CATEGORIES
 
 NAME_TO_ID = {c['name']: c['id'] for c in CATEGORIES}
 STUFF_IDS = {c['id'] for c in CATEGORIES if not c['isthing']}
+# sha256 of image + ids of image 1, seed 0, 64 px (the pre-style generator's).
+GOLDEN_DEFAULT_DIGEST = '109733037bf3f3de'
 
 
 def _read_ids(path):
@@ -65,8 +67,20 @@ def test_json_layout_and_categories(dataset):
             assert jpg.size == (96, 96)
 
 
-def test_png_matches_segments_info(dataset):
-    root, data = dataset
+@pytest.fixture(scope='module')
+def shifted_dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp('shifted')
+    json_path = shapes.generate_dataset(str(root), 30, image_size=96,
+                                        seed=shapes.SHIFTED_SEED,
+                                        style='shifted')
+    with open(json_path) as f:
+        return root, json.load(f)
+
+
+@pytest.mark.parametrize('which,max_things', [('dataset', 12),
+                                              ('shifted_dataset', 16)])
+def test_png_matches_segments_info(which, max_things, request):
+    root, data = request.getfixturevalue(which)
     for ann in data['annotations']:
         ids = _read_ids(root / 'panoptic' / ann['file_name'])
         info = {s['id']: s for s in ann['segments_info']}
@@ -85,7 +99,7 @@ def test_png_matches_segments_info(dataset):
                 stuff[s['category_id']] += 1
         assert max(stuff.values()) == 1
         things = [s for s in info.values() if s['category_id'] not in STUFF_IDS]
-        assert 1 <= len(things) <= 12
+        assert 1 <= len(things) <= max_things
         for ring, disc in ann['concentric_pairs']:
             assert info[ring]['category_id'] == NAME_TO_ID['ring']
             assert info[disc]['category_id'] == NAME_TO_ID['disc']
@@ -105,6 +119,45 @@ def test_json_equals_generate_image(dataset):
     # JPEG at quality 95, 4:4:4, stays close to the drawn pixels.
     jpg = np.asarray(Image.open(root / 'images' / f'{ann["image_id"]:06d}.jpg'))
     assert np.abs(jpg.astype(int) - image).mean() < 4
+
+
+def test_default_style_is_the_training_set_of_before():
+    # A golden digest: the demo's and RESULTS' training data must not move
+    # when styles are added or edited.
+    import hashlib
+    image, ids, segments, pairs = shapes.generate_image(
+        shapes.image_rng(0, 1), 64)
+    digest = hashlib.sha256(image.tobytes() + ids.tobytes()).hexdigest()
+    assert digest[:16] == GOLDEN_DEFAULT_DIGEST
+    assert shapes.STYLES['default'] == shapes.Style()
+
+
+def test_shifted_style_is_harder_in_the_ways_it_says():
+    """Same seeds, both styles: count things, pairs, sizes, pixel noise."""
+    stats = {}
+    for style in ('default', 'shifted'):
+        things, pairs, areas, rough = [], [], [], []
+        for i in range(1, 41):
+            image, _, segments, concentric = shapes.generate_image(
+                shapes.image_rng(3, i), 128, shapes.STYLES[style])
+            t = [s for s in segments if s['category_id'] not in STUFF_IDS]
+            things.append(len(t))
+            areas += [s['area'] for s in t]
+            pairs.append(len(concentric))
+            # Mean |horizontal difference| over the sky rows: noise there.
+            rough.append(np.abs(np.diff(image[:6].astype(int), axis=1)).mean())
+        stats[style] = (np.mean(things), max(pairs), np.percentile(areas, 10),
+                        np.mean(rough))
+    d, s = stats['default'], stats['shifted']
+    assert s[0] >= 1.3 * d[0], stats
+    assert d[1] <= 2 and s[1] == 3, stats
+    assert s[2] < d[2], stats
+    assert s[3] > 1.3 * d[3], stats
+
+
+def test_unknown_style_is_named(tmp_path):
+    with pytest.raises(ValueError, match="'foggy'.*default.*shifted"):
+        shapes.generate_dataset(str(tmp_path), 1, style='foggy')
 
 
 def test_class_statistics(samples):
@@ -192,6 +245,15 @@ def test_cli_end_to_end(tmp_path):
     assert [im['id'] for im in data['images']] == [10, 11, 12, 13, 14]
     assert sorted(os.listdir(out / 'panoptic')) == [
         f'{i:06d}.png' for i in range(10, 15)]
+
+
+def test_cli_shifted_style_defaults_to_its_own_seed(tmp_path):
+    shapes.main(['--output_dir', str(tmp_path), '--num_images', '2',
+                 '--image_size', '64', '--style', 'shifted'])
+    with open(tmp_path / 'panoptic.json') as f:
+        info = json.load(f)['info']
+    assert info['style'] == 'shifted'
+    assert info['seed'] == shapes.SHIFTED_SEED != 0
 
 
 def test_cli_help(capsys):

@@ -16,39 +16,104 @@ Conventions: arrays are indexed (y, x); pixel (i, j) has its centre at
 [x, y, w, h]. Image k is drawn from an RNG seeded by (seed, k), so it does not
 depend on how many images are generated.
 
+`STYLES` holds two looks of the same classes: 'default' (the training look)
+and 'shifted' (a held-out look for robustness: more, smaller and larger,
+crowded things, up to three concentric pairs, patterns, other ground colours,
+lighting, sensor noise, blur, JPEG artefacts; seed `SHIFTED_SEED`).
+
 Command line:
   python -m maskconver_tf.data.shapes --output_dir DIR --num_images N \
-      [--image_size 128] [--seed 0] [--start_image_id 1]
+      [--image_size 128] [--seed 0] [--start_image_id 1] [--style default]
+  python -m maskconver_tf.data.shapes --style shifted --output_dir DIR \
+      --num_images 200
 """
 
 import argparse
 import collections
 import copy
+import dataclasses
 import json
 import math
 import os
+from typing import Tuple
 
 import numpy as np
 from PIL import Image
+from PIL import ImageFilter
 import tqdm
 
 from maskconver_tf.data.shapes_categories import CATEGORIES
 
 MIN_SEGMENT_AREA = 12
-JPEG_QUALITY = 95
-# 4:4:4 (no chroma subsampling) keeps the edges between random colours sharp.
-JPEG_SUBSAMPLING = 0
-# Radii (circumradius for squares and triangles) as fractions of image size:
-# the small end still spans about a cell of a stride-8 feature map at 128 px.
-THING_RADIUS_RANGE = (0.06, 0.22)
-PAIR_RADIUS_RANGE = (0.12, 0.22)
-RING_INNER_RATIO_RANGE = (0.5, 0.7)
-NUM_THINGS_RANGE = (3, 12)
-# Number of concentric ring/disc pairs per image and their probabilities.
-NUM_PAIRS_PROBS = (0.4, 0.45, 0.15)
 PROGRESS_THRESHOLD = 100
 # Concentric pairs (outer radius >= 8 px) must fit inside the image.
 MIN_IMAGE_SIZE = 32
+
+
+
+@dataclasses.dataclass(frozen=True)
+class Style:
+    """How a shapes set is drawn: the same seven classes, other looks.
+
+    `Style()` is the training set's style (`STYLES['default']`); the fields
+    that are off by default (patterns, blur, noise, gain) draw nothing from
+    the RNG then, so default images do not depend on them.
+    """
+    # Radii (circumradius for squares and triangles) as fractions of image
+    # size: the small end still spans about a cell of a stride-8 map at 128 px.
+    thing_radius_range: Tuple[float, float] = (0.06, 0.22)
+    pair_radius_range: Tuple[float, float] = (0.12, 0.22)
+    ring_inner_ratio_range: Tuple[float, float] = (0.5, 0.7)
+    num_things_range: Tuple[int, int] = (3, 12)
+    # Probabilities of 0, 1, 2, ... concentric ring/disc pairs per image.
+    num_pairs_probs: Tuple[float, ...] = (0.4, 0.45, 0.15)
+    # Thing centres lie in [margin, 1 - margin] of the side: larger, more
+    # overlap.
+    centre_margin: float = 0.05
+    # Thing colours: uniform per channel in this range, re-drawn until their
+    # L1 distance to what they cover reaches min_colour_contrast.
+    colour_range: Tuple[float, float] = (0.0, 255.0)
+    min_colour_contrast: float = 90.0
+    ground_palettes: Tuple[Tuple[int, int, int], ...] = (
+        (120, 90, 50), (70, 110, 50), (150, 135, 100), (95, 85, 75))
+    # Chance that a thing is painted in two-colour stripes or checks instead
+    # of one shaded colour.
+    pattern_prob: float = 0.0
+    # Whole-image brightness gain, Gaussian sensor noise (sigma, 0-255
+    # scale) and Gaussian blur (sigma, px), each drawn per image.
+    gain_range: Tuple[float, float] = (1.0, 1.0)
+    noise_sigma_range: Tuple[float, float] = (0.0, 0.0)
+    blur_sigma_range: Tuple[float, float] = (0.0, 0.0)
+    jpeg_quality_range: Tuple[int, int] = (95, 95)
+    # 0 = 4:4:4 keeps the edges between random colours sharp; 2 = 4:2:0.
+    jpeg_subsampling: int = 0
+
+
+# 'shifted': a held-out look for robustness (never trained on): more and
+# more varied things, up to three concentric pairs, crowded centres, lower
+# contrast, patterned things, other ground colours, lighting, noise, blur
+# and JPEG artefacts.
+STYLES = {
+    'default': Style(),
+    'shifted': Style(
+        thing_radius_range=(0.045, 0.26),
+        ring_inner_ratio_range=(0.45, 0.75),
+        num_things_range=(6, 16),
+        num_pairs_probs=(0.2, 0.35, 0.3, 0.15),
+        centre_margin=0.12,
+        colour_range=(20.0, 235.0),
+        min_colour_contrast=60.0,
+        ground_palettes=((200, 198, 205), (160, 80, 60), (60, 50, 40),
+                         (110, 120, 90)),
+        pattern_prob=0.35,
+        gain_range=(0.75, 1.15),
+        noise_sigma_range=(2.0, 8.0),
+        blur_sigma_range=(0.0, 1.0),
+        jpeg_quality_range=(55, 90),
+        jpeg_subsampling=2),
+}
+# Seed of the shifted set: no training run draws with it.
+SHIFTED_SEED = 2026
 
 _CATEGORY_ID = {c['name']: c['id'] for c in CATEGORIES}
 _SHAPES = ('disc', 'square', 'triangle', 'ring')
@@ -91,10 +156,10 @@ def _sky(rng, size, horizon):
     return sky[:, None, :] + rng.normal(0, 2.0, [size, size, 3])
 
 
-def _ground(rng, size):
-    """float64 [size, size, 3] blotchy earth / grass / sand texture."""
-    palettes = ([120, 90, 50], [70, 110, 50], [150, 135, 100], [95, 85, 75])
-    base = np.array(palettes[rng.integers(len(palettes))]) + rng.uniform(-20, 20, 3)
+def _ground(rng, size, palettes):
+    """float64 [size, size, 3] blotchy texture around one of `palettes`."""
+    base = (np.array(palettes[rng.integers(len(palettes))], np.float64)
+            + rng.uniform(-20, 20, 3))
     coarse = (_smooth_noise(rng, size, 6)
               + 0.5 * _smooth_noise(rng, size, max(size // 8, 8)))
     blotch = 40.0 * np.tanh(1.5 * coarse)
@@ -123,7 +188,7 @@ def _wall(rng, size):
     return wall + rng.normal(0, 4.0, [size, size, 3])
 
 
-def _draw_background(rng, size):
+def _draw_background(rng, size, style):
     """Returns (canvas float64 [size, size, 3], owner int32 [size, size],
     categories list of stuff category ids; owner k + 1 is categories[k])."""
     lower = [['ground'], ['wall'], ['wall', 'ground'],
@@ -141,7 +206,7 @@ def _draw_background(rng, size):
     y = np.arange(size)[:, None] + 0.5
     band = sum((y >= line[None, :]).astype(np.int32) for line in lines)
     textures = {'sky': lambda: _sky(rng, size, lines[0].max()),
-                'ground': lambda: _ground(rng, size),
+                'ground': lambda: _ground(rng, size, style.ground_palettes),
                 'wall': lambda: _wall(rng, size)}
     canvas = np.zeros([size, size, 3])
     for k, name in enumerate(names):
@@ -187,35 +252,52 @@ def _shape_mask(shape, size, cy, cx, radius, angle, inner):
     return (slice(y0, y1), slice(x0, x1)), mask
 
 
+def _thing_colour(rng, under, style):
+    """float64 [3] colour, independent of class; re-drawn a few times so the
+    thing does not vanish into what it covers (float64 [3])."""
+    colour = rng.uniform(*style.colour_range, 3)
+    for _ in range(8):
+        if np.abs(colour - under).sum() >= style.min_colour_contrast:
+            break
+        colour = rng.uniform(*style.colour_range, 3)
+    return colour
+
+
 def _paint_thing(rng, canvas, owner, index, shape, cy, cx, radius, angle=0.0,
-                 inner=0.0):
+                 inner=0.0, style=None):
     """Paints one thing over what is there (painter's order), in place.
 
     canvas: float64 [H, W, 3] RGB; owner: int32 [H, W] segment index per
-    pixel, set to `index` under the thing. Other arguments as `_shape_mask`.
+    pixel, set to `index` under the thing. Other arguments as `_shape_mask`;
+    style: a `Style` (default `Style()`).
     """
+    style = style or Style()
     window, mask = _shape_mask(shape, canvas.shape[0], cy, cx, radius, angle,
                                inner)
     region = canvas[window]
     under = region[mask].mean(axis=0)
-    # Random colour, independent of class; re-drawn a few times so the thing
-    # does not vanish into what it covers.
-    colour = rng.uniform(0, 255, 3)
-    for _ in range(8):
-        if np.abs(colour - under).sum() >= 90:
-            break
-        colour = rng.uniform(0, 255, 3)
+    colour = _thing_colour(rng, under, style)
     h, w = mask.shape
     gy, gx = np.mgrid[0:h, 0:w]
     direction = rng.uniform(0, 2 * math.pi)
     shade = (gx * math.cos(direction) + gy * math.sin(direction)) / max(radius, 1.0)
     pixels = (colour + rng.uniform(0, 20) * shade[:, :, None]
               + rng.normal(0, 3.0, [h, w, 3]))
+    if style.pattern_prob > 0 and rng.random() < style.pattern_prob:
+        # Stripes (one direction) or checks (two), period 3-8 px.
+        period = rng.uniform(3.0, 8.0)
+        a = rng.uniform(0, math.pi)
+        u = (gx * math.cos(a) + gy * math.sin(a)) // (period / 2)
+        if rng.random() < 0.5:
+            u = u + (gy * math.cos(a) - gx * math.sin(a)) // (period / 2)
+        second = _thing_colour(rng, colour, style)
+        pixels = np.where((u % 2 == 1)[:, :, None],
+                          pixels - colour + second, pixels)
     region[mask] = pixels[mask]
     owner[window][mask] = index
 
 
-def _place_pairs(rng, size, count):
+def _place_pairs(rng, size, count, style):
     """Centres and radii of up to `count` non-overlapping concentric pairs.
 
     Pairs lie fully inside the image so that their masks stay whole (the
@@ -225,14 +307,14 @@ def _place_pairs(rng, size, count):
     pairs = []
     for _ in range(count):
         for _ in range(20):
-            outer = max(rng.uniform(*PAIR_RADIUS_RANGE) * size, 8.0)
+            outer = max(rng.uniform(*style.pair_radius_range) * size, 8.0)
             cy, cx = rng.uniform(outer + 1, size - outer - 1, size=2)
             if all(math.hypot(cy - p[0], cx - p[1]) > outer + p[2] + 1
                    for p in pairs):
                 break
         else:
             break
-        inner = outer * rng.uniform(*RING_INNER_RATIO_RANGE)
+        inner = outer * rng.uniform(*style.ring_inner_ratio_range)
         # The disc keeps a visible gap to the ring (the hole shows through)
         # and at least the minimum segment area.
         disc = min(max(inner * rng.uniform(0.45, 0.8), 2.5), inner - 1.2)
@@ -259,12 +341,29 @@ def _segments_info(ids, categories):
     return segments
 
 
-def generate_image(rng, image_size=128):
+def _camera(rng, canvas, style):
+    """uint8 [H, W, 3] of float64 canvas [H, W, 3] after the style's
+    lighting gain, sensor noise and blur (labels are not moved)."""
+    if style.gain_range != (1.0, 1.0):
+        canvas = canvas * rng.uniform(*style.gain_range)
+    if max(style.noise_sigma_range) > 0:
+        canvas = canvas + rng.normal(0, rng.uniform(*style.noise_sigma_range),
+                                     canvas.shape)
+    image = np.clip(np.rint(canvas), 0, 255).astype(np.uint8)
+    if max(style.blur_sigma_range) > 0:
+        sigma = rng.uniform(*style.blur_sigma_range)
+        image = np.asarray(Image.fromarray(image).filter(
+            ImageFilter.GaussianBlur(sigma)))
+    return image
+
+
+def generate_image(rng, image_size=128, style=None):
     """Draws one synthetic panoptic sample.
 
     Args:
       rng: numpy.random.Generator (the only source of randomness).
       image_size: side of the square image in pixels.
+      style: a `Style` (default `Style()`, the training set's look).
     Returns:
       image: uint8 [H, W, 3] RGB, H = W = image_size.
       panoptic_ids: int32 [H, W]; segment ids 1..N, 0 = void.
@@ -278,30 +377,35 @@ def generate_image(rng, image_size=128):
     if size < MIN_IMAGE_SIZE:
         raise ValueError(f'image_size must be at least {MIN_IMAGE_SIZE}, '
                          f'got {image_size}')
-    canvas, owner, categories = _draw_background(rng, size)
-    num_things = int(rng.integers(NUM_THINGS_RANGE[0], NUM_THINGS_RANGE[1] + 1))
-    num_pairs = int(rng.choice(len(NUM_PAIRS_PROBS), p=NUM_PAIRS_PROBS))
-    pairs = _place_pairs(rng, size, num_pairs)
+    style = style or Style()
+    canvas, owner, categories = _draw_background(rng, size, style)
+    low, high = style.num_things_range
+    num_things = int(rng.integers(low, high + 1))
+    probs = style.num_pairs_probs
+    num_pairs = int(rng.choice(len(probs), p=probs))
+    pairs = _place_pairs(rng, size, num_pairs, style)
 
+    margin = style.centre_margin
     for _ in range(max(num_things - 2 * len(pairs), 1)):
         shape = _SHAPES[rng.integers(len(_SHAPES))]
-        radius = max(rng.uniform(*THING_RADIUS_RANGE) * size, 3.5)
+        radius = max(rng.uniform(*style.thing_radius_range) * size, 3.5)
         # Centres near the border leave things cut by the image edge.
-        cy, cx = rng.uniform(0.05 * size, 0.95 * size, size=2)
+        cy, cx = rng.uniform(margin * size, (1 - margin) * size, size=2)
         angle = rng.uniform(0, 2 * math.pi)
-        inner = radius * rng.uniform(*RING_INNER_RATIO_RANGE)
+        inner = radius * rng.uniform(*style.ring_inner_ratio_range)
         categories.append(_CATEGORY_ID[shape])
         _paint_thing(rng, canvas, owner, len(categories), shape, cy, cx,
-                     radius, angle, inner)
+                     radius, angle, inner, style)
 
     # Pairs go last so nothing occludes them: their mask centres stay equal.
     pair_owners = []
     for cy, cx, outer, inner, disc in pairs:
         categories.append(_CATEGORY_ID['ring'])
         _paint_thing(rng, canvas, owner, len(categories), 'ring', cy, cx,
-                     outer, inner=inner)
+                     outer, inner=inner, style=style)
         categories.append(_CATEGORY_ID['disc'])
-        _paint_thing(rng, canvas, owner, len(categories), 'disc', cy, cx, disc)
+        _paint_thing(rng, canvas, owner, len(categories), 'disc', cy, cx, disc,
+                     style=style)
         pair_owners.append((len(categories) - 1, len(categories)))
 
     area = np.bincount(owner.ravel(), minlength=len(categories) + 1)
@@ -313,7 +417,7 @@ def generate_image(rng, image_size=128):
     kept_categories = [c for c, k in zip(categories, keep[1:]) if k]
     concentric_pairs = [[int(remap[r]), int(remap[d])] for r, d in pair_owners
                         if remap[r] and remap[d]]
-    image = np.clip(np.rint(canvas), 0, 255).astype(np.uint8)
+    image = _camera(rng, canvas, style)
     return image, ids, _segments_info(ids, kept_categories), concentric_pairs
 
 
@@ -330,16 +434,21 @@ def encode_panoptic_png(ids):
 
 
 def generate_dataset(output_dir, num_images, image_size=128, seed=0,
-                     start_image_id=1, show_progress=False):
+                     start_image_id=1, show_progress=False, style='default'):
     """Writes a COCO panoptic data set of `num_images` synthetic images.
 
     Image ids are start_image_id .. start_image_id + num_images - 1; each is
-    drawn from `image_rng(seed, image_id)`, so the same seed gives
-    byte-identical files.
+    drawn from `image_rng(seed, image_id)`, so the same seed and style give
+    byte-identical files. `style` names an entry of `STYLES`; the JSON's
+    `info` records it with the seed.
 
     Returns:
       Path of output_dir/panoptic.json.
     """
+    if style not in STYLES:
+        raise ValueError(f'shapes: unknown style {style!r}; expected one of '
+                         f'{sorted(STYLES)}')
+    look = STYLES[style]
     image_dir = os.path.join(output_dir, 'images')
     panoptic_dir = os.path.join(output_dir, 'panoptic')
     os.makedirs(image_dir, exist_ok=True)
@@ -348,12 +457,14 @@ def generate_dataset(output_dir, num_images, image_size=128, seed=0,
     ids = range(int(start_image_id), int(start_image_id) + int(num_images))
     for image_id in tqdm.tqdm(ids, desc='shapes', unit='img',
                               disable=not show_progress):
-        image, pan, segments, pairs = generate_image(image_rng(seed, image_id),
-                                                     image_size)
+        rng = image_rng(seed, image_id)
+        image, pan, segments, pairs = generate_image(rng, image_size, look)
+        low, high = look.jpeg_quality_range
+        quality = low if low == high else int(rng.integers(low, high + 1))
         stem = f'{image_id:06d}'
         Image.fromarray(image).save(os.path.join(image_dir, stem + '.jpg'),
-                                    format='JPEG', quality=JPEG_QUALITY,
-                                    subsampling=JPEG_SUBSAMPLING)
+                                    format='JPEG', quality=quality,
+                                    subsampling=look.jpeg_subsampling)
         Image.fromarray(encode_panoptic_png(pan)).save(
             os.path.join(panoptic_dir, stem + '.png'), format='PNG')
         images.append({'id': image_id, 'file_name': stem + '.jpg',
@@ -363,7 +474,7 @@ def generate_dataset(output_dir, num_images, image_size=128, seed=0,
                             'concentric_pairs': pairs})
     dataset = {
         'info': {'description': 'maskconver_tf synthetic shapes panoptic set',
-                 'version': '1.0'},
+                 'version': '1.0', 'style': style, 'seed': int(seed)},
         'licenses': [],
         'images': images,
         'annotations': annotations,
@@ -401,9 +512,15 @@ def main(argv=None):
     parser.add_argument('--num_images', type=int, required=True)
     parser.add_argument('--image_size', type=int, default=128,
                         help='side of the square images in pixels')
-    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--seed', type=int, default=None,
+                        help=f'default 0; {SHIFTED_SEED} with --style shifted')
     parser.add_argument('--start_image_id', type=int, default=1)
+    parser.add_argument('--style', choices=sorted(STYLES), default='default',
+                        help='default: the training look; shifted: the '
+                        'held-out look no training run sees')
     args = parser.parse_args(argv)
+    if args.seed is None:
+        args.seed = SHIFTED_SEED if args.style == 'shifted' else 0
     if args.num_images < 1:
         parser.error('--num_images must be at least 1')
     if args.image_size < MIN_IMAGE_SIZE:
@@ -411,7 +528,7 @@ def main(argv=None):
     json_path = generate_dataset(
         args.output_dir, args.num_images, image_size=args.image_size,
         seed=args.seed, start_image_id=args.start_image_id,
-        show_progress=args.num_images >= PROGRESS_THRESHOLD)
+        show_progress=args.num_images >= PROGRESS_THRESHOLD, style=args.style)
     print(summarize(json_path))
 
 
