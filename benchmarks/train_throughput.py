@@ -165,11 +165,18 @@ def main(argv=None):
                                             args.warmup, args.steps)
     rss['step'] = peak_rss_gib()
     rows_data = [('no', step_s, first_s, loss, args.steps)]
+    xla_error = None
     if args.xla_steps:
-        xla_s, xla_first, xla_loss = time_train_step(
-            task, params, batch, True, min(args.warmup, 1), args.xla_steps)
-        rss['xla step'] = peak_rss_gib()
-        rows_data.append(('yes', xla_s, xla_first, xla_loss, args.xla_steps))
+        try:
+            xla_s, xla_first, xla_loss = time_train_step(
+                task, params, batch, True, min(args.warmup, 1),
+                args.xla_steps)
+            rss['xla step'] = peak_rss_gib()
+            rows_data.append(('yes', xla_s, xla_first, xla_loss,
+                              args.xla_steps))
+        except tf.errors.InvalidArgumentError as e:
+            # Recorded, not fatal: which op this device's XLA cannot compile.
+            xla_error = e.message.split('\n')[0]
 
     optimizer = params.trainer.optimizer_config.optimizer.type
     rows = [
@@ -185,6 +192,8 @@ def main(argv=None):
         rows.append(f'| {name} | {xla} | {n} | {s:.3f} | '
                     f'{args.batch_size / s:.2f} | {first:.1f} | '
                     f'{final_loss:.3f} |')
+    if xla_error:
+        rows += ['', f'XLA (jit_compile) on this device failed: {xla_error}']
     if pipe_ips is not None:
         ratio = pipe_ips / (args.batch_size / step_s)
         rows += [

@@ -249,3 +249,38 @@ def _with_custom_opcode(model):
     m.operatorCodes[0].deprecatedBuiltinCode = schema.BuiltinOperator.CUSTOM
     m.operatorCodes[0].customCode = b'FlexConv2D'
     return bytes(flatbuffer_utils.convert_object_to_bytearray(m))
+
+
+def test_layer_norms_stay_float_in_int8(tmp_path):
+    """conv -> LayerNorm -> conv -> conv: the norm's moments and batchnorm
+    ops run in float, the convolutions before and after it in int8, and the
+    result tracks float."""
+    import tf_keras
+    inputs = tf_keras.Input([16, 16, 3], batch_size=1)
+    x = tf_keras.layers.Conv2D(8, 3, padding='same', name='conv_a')(inputs)
+    x = tf_keras.layers.LayerNormalization(epsilon=1e-6, name='norm')(x)
+    x = tf_keras.layers.Conv2D(8, 1, activation='relu', name='conv_b')(x)
+    x = tf_keras.layers.Conv2D(4, 1, name='conv_c')(x)
+    model = tf_keras.Model(inputs, x)
+    path = str(tmp_path / 'ln')
+    tf.saved_model.save(model, path)
+    rng = np.random.default_rng(0)
+    calibration = [rng.uniform(-1, 1, [16, 16, 3]).astype(np.float32)
+                   for _ in range(8)]
+    float_ops = tc.list_ops(tc.convert_saved_model(path, 'none'))
+    assert tc.layer_norm_scopes([op.output_name for op in float_ops]) == [
+        'model/norm']
+    quantised = tc.convert_saved_model(path, 'int8_full_fp32_io', calibration)
+    ops = tc.list_ops(quantised)
+    norm_ops = [op for op in ops if op.output_name.startswith('model/norm/')]
+    assert {op.name for op in norm_ops} >= {'MEAN', 'SQUARED_DIFFERENCE',
+                                            'RSQRT', 'SUB'}
+    assert all(op.outputs == ['float32'] for op in norm_ops), norm_ops
+    convs = [op for op in ops if op.name == 'CONV_2D']
+    assert [op.inputs[0] for op in convs] == ['int8'] * 3
+    interpreter = tc.make_interpreter(quantised)
+    interpreter.allocate_tensors()
+    for image in calibration[:3]:
+        got, = tc.run_tflite(interpreter, image[None]).values()
+        want = model(image[None]).numpy()
+        assert np.abs(got - want).max() < 0.05 * np.abs(want).max()

@@ -51,6 +51,8 @@ DEFAULT_INT8_DENYLIST = ('BATCH_MATMUL',)
 # Ops that only move data: kept float when their input comes from a float op,
 # so a float result is not requantised on its way to the float tail.
 _LAYOUT_OPS = ('RESHAPE', 'TRANSPOSE', 'SQUEEZE', 'EXPAND_DIMS')
+# The moments of a traced LayerNorm (tf.nn.moments inside its scope).
+_LAYER_NORM_MOMENTS = re.compile(r'^(.+)/moments/(mean|variance|SquaredDifference)$')
 METADATA_NAME = 'maskconver'
 _OP_NAMES = {v: k for k, v in vars(schema.BuiltinOperator).items()
              if not k.startswith('_')}
@@ -153,6 +155,21 @@ def _postprocess_scope():
     return re.compile(f'({names})' + r'(_\d+)?/')
 
 
+def layer_norm_scopes(names: Sequence[str]) -> List[str]:
+    """Scopes of the LayerNorms among TFLite location names, sorted.
+
+    A LayerNorm traces as `<scope>/moments/{mean,SquaredDifference,variance}`
+    then `<scope>/batchnorm/...` (add, Rsqrt, mul, sub); BatchNorm folds into
+    its convolution and has no `moments`.
+    """
+    scopes = set()
+    for name in names:
+        m = _LAYER_NORM_MOMENTS.match(name)
+        if m:
+            scopes.add(m.group(1))
+    return sorted(scopes)
+
+
 def float_tail(model: bytes, denylisted_ops: Sequence[str] = ()
                ) -> Tuple[List[str], List[str]]:
     """What a calibrated model keeps in float in the int8 modes.
@@ -164,9 +181,12 @@ def float_tail(model: bytes, denylisted_ops: Sequence[str] = ()
     with 57.8 in float), and it is a small share of the time. Also kept
     float: ops under `mask_embedding_generator.FLOAT_SCOPE` (the offset of
     the float mask-logit matmul), ops producing float graph outputs from
-    float inputs, and layout
-    ops fed by a float op (a denylisted op or another such layout op). A
-    graph without the scope (the CNN alone) keeps only denylisted ops float.
+    float inputs, the ops of every LayerNorm (`layer_norm_scopes`: in int8
+    their broadcast SUB / SQUARED_DIFFERENCE run on slow reference kernels,
+    measured 1.56 s of the flagship's 2.17 s at 640 px, and XNNPACK runs
+    them fast in float), and layout ops fed by a float op (a denylisted op
+    or another such layout op). A graph without the scope (the CNN alone)
+    keeps its LayerNorms and the denylisted ops float.
 
     Args:
       model: a calibrated (not yet quantised) flatbuffer.
@@ -182,15 +202,19 @@ def float_tail(model: bytes, denylisted_ops: Sequence[str] = ()
     graph = m.subgraphs[0]
     outputs = set(graph.outputs)
     scope = _postprocess_scope()
+    norms = tuple(f'{s}/{part}/' for s in layer_norm_scopes(
+        [_tensor_name(graph.tensors[op.outputs[0]]) for op in graph.operators])
+        for part in ('moments', 'batchnorm'))
     float_tensors = set()
     names, tail_types, other_types = [], set(), set()
     for op in graph.operators:
         op_name = _opcode_name(m.operatorCodes[op.opcodeIndex])
         out = op.outputs[0]
         data_input = op.inputs[0] if len(op.inputs) else -1
-        in_scope = bool(scope.search(_tensor_name(graph.tensors[out])))
+        location = _tensor_name(graph.tensors[out])
+        in_scope = bool(scope.search(location))
         from_float = any(t in float_tensors for t in op.inputs)
-        keep = (in_scope
+        keep = (in_scope or location.startswith(norms)
                 or (out in outputs and from_float
                     and graph.tensors[out].type == schema.TensorType.FLOAT32)
                 or (op_name in _LAYOUT_OPS and data_input in float_tensors))
