@@ -153,19 +153,43 @@ class Demo:
         """Side of the generated images (px)."""
         return self.b.image_size
 
-    @property
-    def input_size(self):
-        """Side of the model input (px): the resolved config's, which
-        --params_override may set apart from the data's."""
+    def resolved_params(self):
+        """The experiment config every stage runs: YAML, then overrides."""
         from maskconver_tf import registry_imports  # noqa: F401
         from official.core import exp_factory
         from official.modeling import hyperparams
         params = exp_factory.get_exp_config(self.experiment)
         params = hyperparams.override_params_dict(params, self.config_file,
                                                   is_strict=True)
-        params = hyperparams.override_params_dict(params, self.overrides(),
-                                                  is_strict=True)
-        return int(params.task.model.input_size[0])
+        return hyperparams.override_params_dict(params, self.overrides(),
+                                                is_strict=True)
+
+    @property
+    def input_size(self):
+        """Side of the model input (px): the resolved config's, which
+        --params_override may set apart from the data's."""
+        return int(self.resolved_params().task.model.input_size[0])
+
+    def summary(self, pq):
+        """What benchmarks/demo_levers.py tabulates (report/summary.json)."""
+        params = self.resolved_params()
+        steps = int(params.trainer.train_steps)
+        batch = int(params.task.train_data.global_batch_size)
+        train_s = self.timings.get('train', 0.0)
+        return {
+            'experiment': self.experiment, 'budget': self.budget_name,
+            'params_override': self.params_override,
+            'input_size': int(params.task.model.input_size[0]),
+            'train_steps': steps, 'batch_size': batch,
+            'timings_s': dict(self.timings),
+            # The train stage's wall time includes start-up and in-loop
+            # validation, so this is a lower bound of the step's rate.
+            'train_images_per_s': steps * batch / train_s if train_s else None,
+            'pq': {name: {split: {g: (r.get(g) or {}).get('pq')
+                                  for g in ('All', 'Things', 'Stuff')}
+                          for split, r in results.items()}
+                   for name, results in pq.items()},
+        }
 
     # Stages -----------------------------------------------------------------
     def data(self):
@@ -284,6 +308,8 @@ class Demo:
                 predict_dir, self.path('data', split))
             grid.save_overlay_grid(grid_png, images, preds, gts, descriptor)
             figures[f'grid {split}'] = grid_png
+        with open(self.path('report', 'summary.json'), 'w') as f:
+            json.dump(self.summary(pq), f, indent=1)
         text = render_report(self, pq, latency, figures)
         with open(self.path('REPORT.md'), 'w') as f:
             f.write(text)

@@ -98,3 +98,30 @@ def test_params_override_goes_last_and_sets_the_export_size(tmp_path):
     with pytest.raises(KeyError, match='no_such_field'):
         demo.Demo(str(tmp_path), 'smoke',
                   params_override='task.no_such_field=1').input_size
+
+
+def test_levers_table_row_carries_the_runs_numbers(smoke_run, capsys):
+    import sys
+    sys.path.insert(0, os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__))))
+    from benchmarks import demo_levers
+    with open(smoke_run / 'report' / 'summary.json') as f:
+        summary = json.load(f)
+    b = demo.BUDGETS['smoke']
+    assert (summary['train_steps'], summary['batch_size'],
+            summary['input_size']) == (b.train_steps, b.batch_size,
+                                       b.image_size)
+    assert summary['train_images_per_s'] == pytest.approx(
+        b.train_steps * b.batch_size / summary['timings_s']['train'])
+    demo_levers.main([f'{smoke_run}:smoke'])
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    cells = [c.strip() for c in line.strip('|').split('|')]
+    assert cells[0] == 'smoke' and cells[3] == f'{b.train_steps} x {b.batch_size}'
+    with open(smoke_run / 'eval' / 'tflite_float32_shifted' / 'pq.json') as f:
+        shifted = json.load(f)
+    want = ' / '.join('-' if shifted[g]['pq'] is None
+                      else f'{100 * shifted[g]["pq"]:.2f}'
+                      for g in ('All', 'Things', 'Stuff'))
+    assert cells[5] == want
+    with pytest.raises(SystemExit, match='summary.json not found'):
+        demo_levers.main([str(smoke_run / 'nowhere')])

@@ -261,7 +261,8 @@ def test_layer_norms_stay_float_in_int8(tmp_path):
     x = tf_keras.layers.LayerNormalization(epsilon=1e-6, name='norm')(x)
     x = tf_keras.layers.Conv2D(8, 1, activation='relu', name='conv_b')(x)
     x = tf_keras.layers.Conv2D(4, 1, name='conv_c')(x)
-    model = tf_keras.Model(inputs, x)
+    # A fixed name: Keras uniquifies default model names per process.
+    model = tf_keras.Model(inputs, x, name='ln_model')
     path = str(tmp_path / 'ln')
     tf.saved_model.save(model, path)
     rng = np.random.default_rng(0)
@@ -269,10 +270,10 @@ def test_layer_norms_stay_float_in_int8(tmp_path):
                    for _ in range(8)]
     float_ops = tc.list_ops(tc.convert_saved_model(path, 'none'))
     assert tc.layer_norm_scopes([op.output_name for op in float_ops]) == [
-        'model/norm']
+        'ln_model/norm']
     quantised = tc.convert_saved_model(path, 'int8_full_fp32_io', calibration)
     ops = tc.list_ops(quantised)
-    norm_ops = [op for op in ops if op.output_name.startswith('model/norm/')]
+    norm_ops = [op for op in ops if op.output_name.startswith('ln_model/norm/')]
     assert {op.name for op in norm_ops} >= {'MEAN', 'SQUARED_DIFFERENCE',
                                             'RSQRT', 'SUB'}
     assert all(op.outputs == ['float32'] for op in norm_ops), norm_ops
