@@ -125,3 +125,34 @@ def test_levers_table_row_carries_the_runs_numbers(smoke_run, capsys):
     assert cells[5] == want
     with pytest.raises(SystemExit, match='summary.json not found'):
         demo_levers.main([str(smoke_run / 'nowhere')])
+
+
+def test_postprocess_sweep_reruns_only_the_merge(smoke_run, tmp_path, capsys):
+    import sys
+    sys.path.insert(0, os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__))))
+    from benchmarks import postprocess_sweep as sweep
+    assert sweep.parse_grid('overlap_threshold=0.5,0.7;small_area_threshold=8'
+                            ) == [('overlap_threshold', [0.5, 0.7]),
+                                  ('small_area_threshold', [8])]
+    assert sweep.settings(sweep.parse_grid(
+        'overlap_threshold=0.6;small_area_threshold=1,2')) == [
+            {'overlap_threshold': 0.6, 'small_area_threshold': 1},
+            {'overlap_threshold': 0.6, 'small_area_threshold': 2}]
+    with pytest.raises(SystemExit, match='peak_kernel_size'):
+        sweep.parse_grid('peak_kernel_size=3')
+    with pytest.raises(SystemExit, match='not ints'):
+        sweep.parse_grid('small_area_threshold=0.5')
+    # 0.01 is the YAML's threshold; no sigmoid score exceeds 1.0.
+    sweep.main(['--checkpoint_path', str(smoke_run / 'model'),
+                '--grid', 'object_mask_threshold=0.01,1.0',
+                '--output_dir', str(tmp_path)])
+    out = capsys.readouterr().out
+    with open(smoke_run / 'eval' / 'checkpoint' / 'pq.json') as f:
+        trained_pq = json.load(f)['All']['pq']
+    rows = dict(re.findall(r'^\| ([\d.]+) \| ([\d.]+) \|', out, re.M))
+    assert rows['0.01'] == f'{100 * trained_pq:.2f}'
+    assert rows['1.0'] == '0.00'
+    assert '| 0.01 | ' in out and '(as trained)' in out
+    b = demo.BUDGETS['smoke']
+    assert f'network runs: {b.num_val} (one per image)' in out
