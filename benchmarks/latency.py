@@ -3,7 +3,7 @@ r"""LiteRT latency of a .tflite: whole model, and per op / per stage.
 Example:
   python benchmarks/latency.py --tflite /tmp/m.tflite --num_threads 2 \
     --num_runs 50 [--input_dir images/] [--no_xnnpack] [--op_profile] \
-    [--record "title"]
+    [--litert_benchmark] [--record "title"]
 
 Prints (and with --json / --record, saves) init time, first inference,
 warm-up mean, mean, p50, p90 (ms), threads, delegate (XNNPACK on / off),
@@ -19,12 +19,68 @@ Inputs: random values in the range of preprocessed images by default (the
 top-K / merge tail then sees random heatmaps: give --input_dir for
 representative post-processing times). Images are preprocessed with
 `preprocess_image` to the model input size and quantised if the input is.
+
+--litert_benchmark also runs LiteRT's own benchmark tool, the Python twin of
+its C++ benchmark_model shipped in the pinned wheel
+(`ai_edge_litert.tools.benchmark_litert_model`), on the same file, right
+after our loop, and reports its init, first, mean, median, p5, p95 and min
+next to ours, the ratios ours / theirs, and a flag (`litert_comparison.
+disagree` in the JSON, a DISAGREE line in the printout) when our mean or p50
+is off its mean or median by more than 10% of its value. The init ratio is
+shown but not part of the flag: it is a single sample of different work (see
+below). Off by default: it doubles the timing time and, on a shared machine,
+the two loops do not see the same load.
+
+How the tool is run: imported, not a subprocess. Its own `parse_args`
+reads the flags `--model --num_threads --num_runs --warmup_runs` (every
+other flag keeps its default: CPU accelerator only, first signature) and
+`run_benchmark` returns its result dict; its printed report is discarded
+(the numbers are in ours) and its `sys.exit` on errors becomes a
+RuntimeError. It gets one more warm-up run than --warmup_runs, since our
+untimed first inference precedes our warm-up runs.
+What it runs: the LiteRT CompiledModel API (`CompiledModel.from_file` with
+`HardwareAccelerator.CPU` and `CpuOptions(num_threads=N)`), so the same
+thread count as ours. It has no delegate flag: its CPU accelerator uses its
+default kernel mode, XNNPACK (the wheel logs "XNNPACK CPU accelerator
+registered", and on a 2-conv model it ran at our XNNPACK speed, well above
+our builtin one), which is our default too. With --no_xnnpack its
+`create_model_options` is swapped for one that also sets
+`CpuOptions(kernel_mode=CpuKernelMode.BUILTIN)`, LiteRT's builtin kernels,
+the CompiledModel counterpart of our BUILTIN_WITHOUT_DEFAULT_DELEGATES; that
+is the only change to the tool.
+
+Known reasons the two may differ (read off the tool's code):
+- API: ours is the TFLite `Interpreter` (XNNPACK as the interpreter's
+  default delegate), theirs `CompiledModel` (XNNPACK as LiteRT's CPU
+  accelerator); the two build the delegate with their own default options.
+- Timed region: ours times `interpreter.invoke()`, with `set_tensor` (one
+  input copy) before it, untimed; theirs times `run_by_name`, which maps
+  TensorBuffers written once before warm-up, never rewritten and never read
+  back. Whether the native run copies those buffers is not visible in its
+  Python code.
+- Inputs: ours are random in the range of preprocessed images, or the
+  --input_dir images; theirs uniform in [-1, 1] (float) or random integers
+  in [-128, 127] clipped to the dtype (integer inputs). The top-K / merge tail of full graphs is
+  data dependent, so its time differs with the inputs.
+- Init: ours is `Interpreter(model_content=...)` from bytes already in
+  memory plus `allocate_tensors`; theirs `Options` + `CompiledModel.
+  from_file` (reads the file; its Environment, which loads the GPU / NPU
+  accelerators, is created before and not timed).
+- Statistics: its median (`statistics.median`) and p5 / p95 (linear
+  interpolation) match our p50 and numpy percentiles, but it rounds every
+  time to 0.01 ms, so ratios of sub-millisecond models are coarse.
+- Order: the tool runs after our loop, in the same process, so a change of
+  load between the two shows up as a disagreement.
 """
 
 import argparse
+import contextlib
 import glob
 import hashlib
+import importlib.metadata
+import io
 import json
+import math
 import os
 import statistics
 import sys
@@ -43,6 +99,12 @@ STAGES = (('mobile_net_trunk', 'backbone'), ('backbone', 'backbone'),
           ('panoptic_merger', 'post_processing'))
 STAGE_ORDER = ('backbone', 'decoder', 'heads', 'mask_embedding',
                'post_processing')
+# Largest |ours / LiteRT's - 1| of mean and p50 still called agreement.
+LITERT_TOLERANCE = 0.10
+# Entries of the tool's result['latency'] we report.
+LITERT_KEYS = ('init_ms', 'warmup_first_ms', 'avg_ms', 'median_ms', 'p5_ms',
+               'p95_ms', 'min_ms', 'max_ms', 'std_ms', 'num_runs',
+               'num_warmup_runs')
 
 
 def _interpreter(model, num_threads, use_xnnpack, preserve=False):
@@ -109,6 +171,83 @@ def run_statistics(times):
     return {'mean_ms': statistics.mean(times), 'min_ms': min(times),
             'p50_ms': float(q[0]), 'p90_ms': float(q[1]),
             'num_runs': len(times), 'runs_ms': list(times)}
+
+
+def litert_benchmark(path, num_threads=2, num_runs=50, warmup_runs=5,
+                     use_xnnpack=True):
+    """LiteRT's benchmark_litert_model on `path` (see the module docstring).
+
+    Returns its latency entries (`LITERT_KEYS`, ms) and what it ran.
+    """
+    from ai_edge_litert.cpu_kernel_mode import CpuKernelMode
+    from ai_edge_litert.tools import benchmark_litert_model as tool
+    flags = ['--model', path, '--num_threads', str(num_threads),
+             '--num_runs', str(num_runs), '--warmup_runs',
+             str(warmup_runs + 1)]
+    make_options = tool.create_model_options
+    if not use_xnnpack:
+        # The tool has no delegate flag: builtin kernels, as ours.
+        def make_options_builtin(args, options, cpu_options, accelerators):
+            return options(hardware_accelerators=accelerators,
+                           cpu_options=cpu_options(
+                               num_threads=args.num_threads,
+                               kernel_mode=CpuKernelMode.BUILTIN))
+        tool.create_model_options = make_options_builtin
+    # The tool's parse_args reads sys.argv only; going through it keeps the
+    # tool's own defaults for every flag we leave out.
+    argv, sys.argv = sys.argv, ['benchmark_litert_model'] + flags
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            out = tool.run_benchmark(tool.parse_args())
+    except SystemExit as e:
+        raise RuntimeError(
+            f'benchmark_litert_model exited ({e.code}) with flags {flags}; '
+            'its error is on stderr') from None
+    finally:
+        sys.argv = argv
+        tool.create_model_options = make_options
+    times = out.get('latency') if isinstance(out, dict) else None
+    missing = [k for k in LITERT_KEYS if not isinstance(times, dict)
+               or not isinstance(times.get(k), (int, float))]
+    if missing:
+        raise RuntimeError(
+            f'benchmark_litert_model returned no numbers for {missing}: '
+            f'expected a dict with "latency": {{{", ".join(LITERT_KEYS)}}}, '
+            f'got {out!r}')
+    version = importlib.metadata.version('ai-edge-litert')
+    return {'tool': 'ai_edge_litert.tools.benchmark_litert_model '
+                    f'(ai-edge-litert {version})',
+            'api': 'CompiledModel',
+            'delegate': ('XNNPACK (CPU accelerator default)' if use_xnnpack
+                         else 'builtin (CpuKernelMode.BUILTIN)'),
+            'threads': out.get('num_threads'),
+            'accelerators': out.get('accelerators'),
+            'fully_accelerated': out.get('fully_accelerated'),
+            'inputs': 'random, written once',
+            **{k: times[k] for k in LITERT_KEYS}}
+
+
+def litert_disagrees(ours, theirs, tolerance=LITERT_TOLERANCE):
+    """True when `ours` is off `theirs` by more than `tolerance` of theirs."""
+    return not theirs > 0 or abs(ours / theirs - 1) > tolerance
+
+
+def compare_with_litert(ours, theirs, tolerance=LITERT_TOLERANCE):
+    """Ratios ours / theirs of mean, p50 and init; `disagree` (and
+    `disagree_on`) when mean or p50 differ by more than `tolerance`.
+
+    `ours` has mean_ms, p50_ms, init_ms (`time_model`); `theirs` avg_ms,
+    median_ms, init_ms (`litert_benchmark`).
+    """
+    pairs = {'mean': (ours['mean_ms'], theirs['avg_ms']),
+             'p50': (ours['p50_ms'], theirs['median_ms']),
+             'init': (ours['init_ms'], theirs['init_ms'])}
+    result = {f'{k}_ratio': a / b if b > 0 else math.inf
+              for k, (a, b) in pairs.items()}
+    off = [k for k in ('mean', 'p50') if litert_disagrees(*pairs[k],
+                                                          tolerance)]
+    result.update(tolerance=tolerance, disagree=bool(off), disagree_on=off)
+    return result
 
 
 def _stage(name):
@@ -181,7 +320,8 @@ def summarize_profile(rows, top=12):
 
 
 def benchmark(path, num_threads=2, num_runs=50, warmup_runs=5,
-              use_xnnpack=True, input_dir=None, profile=False):
+              use_xnnpack=True, input_dir=None, profile=False,
+              litert=False):
     """Everything latency.py reports for one model, as a dict."""
     with open(path, 'rb') as f:
         model = f.read()
@@ -201,6 +341,11 @@ def benchmark(path, num_threads=2, num_runs=50, warmup_runs=5,
         pass
     result.update(time_model(model, inputs, num_threads, use_xnnpack,
                              num_runs, warmup_runs))
+    if litert:
+        result['litert_benchmark'] = litert_benchmark(
+            path, num_threads, num_runs, warmup_runs, use_xnnpack)
+        result['litert_comparison'] = compare_with_litert(
+            result, result['litert_benchmark'])
     if profile:
         rows = op_profile(model, inputs, num_threads, use_xnnpack)
         result['profile'] = summarize_profile(rows)
@@ -220,6 +365,22 @@ def format_result(r):
         f'{r["p90_ms"]:.2f} ms, min {r["min_ms"]:.2f} ms over '
         f'{r["num_runs"]} runs '
         f'({1e3 / r["mean_ms"]:.1f} FPS)']
+    if 'litert_benchmark' in r:
+        t, c = r['litert_benchmark'], r['litert_comparison']
+        lines += [
+            f'LiteRT benchmark_litert_model ({t["api"]}, {t["delegate"]}, '
+            f'{t["threads"]} threads, inputs {t["inputs"]}): init '
+            f'{t["init_ms"]:.1f} ms, first {t["warmup_first_ms"]:.2f} ms, '
+            f'mean {t["avg_ms"]:.2f} ms, median {t["median_ms"]:.2f} ms, p5 '
+            f'{t["p5_ms"]:.2f} ms, p95 {t["p95_ms"]:.2f} ms, min '
+            f'{t["min_ms"]:.2f} ms over {t["num_runs"]} runs',
+            f'ours / LiteRT: mean {c["mean_ratio"]:.3f}, p50 '
+            f'{c["p50_ratio"]:.3f}, init {c["init_ratio"]:.3f}',
+            (f'DISAGREE: ours and LiteRT\'s differ by more than '
+             f'{c["tolerance"]:.0%} in {" and ".join(c["disagree_on"])} '
+             '(reasons: benchmarks/latency.py docstring)' if c['disagree'] else
+             f'mean and p50 agree with LiteRT\'s within '
+             f'{c["tolerance"]:.0%}')]
     if 'profile' in r:
         p = r['profile']
         total = p['sum_ms'] or 1.0
@@ -248,6 +409,9 @@ def main(argv=None):
                         help='builtin kernels only (no default delegate)')
     parser.add_argument('--op_profile', action='store_true',
                         help='time every op alone; stage and op breakdown')
+    parser.add_argument('--litert_benchmark', action='store_true',
+                        help="also run LiteRT's benchmark_litert_model on the "
+                        'file (same threads and delegate) and compare')
     parser.add_argument('--json', default=None, help='write the result here')
     parser.add_argument('--record', default=None, metavar='TITLE',
                         help='append a section to benchmarks/RESULTS.md')
@@ -256,7 +420,7 @@ def main(argv=None):
         sys.exit(f'latency: {args.tflite} does not exist')
     result = benchmark(args.tflite, args.num_threads, args.num_runs,
                        args.warmup_runs, not args.no_xnnpack, args.input_dir,
-                       args.op_profile)
+                       args.op_profile, args.litert_benchmark)
     text = format_result(result)
     print(text)
     if args.json:

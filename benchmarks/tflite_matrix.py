@@ -4,7 +4,7 @@ Example:
   python benchmarks/tflite_matrix.py --sizes 256,640 --work_dir /tmp/mc_matrix \
     [--experiment maskconver_mobilenet_mh_coco] [--checkpoint_path CKPT] \
     [--graphs full_s4_split,cnn_split] [--xnnpack on|off|both] \
-    [--build_only] [--record]
+    [--build_only] [--litert_benchmark] [--record]
 
 For each input size: exports the experiment's model (default the reference
 mobile model, maskconver_mobilenet_mh_coco) as a tflite-type SavedModel,
@@ -25,7 +25,10 @@ converts
 in float32, fp16 and int8 (int8_full_fp32_io), and times each with
 `benchmarks/latency.py` with XNNPACK on and off; --tf_cpu also times the
 full graphs' SavedModels in TensorFlow (`benchmarks/tf_latency.py`, same
-threads, a subprocess so its thread settings hold). Calibration uses images
+threads, a subprocess so its thread settings hold); --litert_benchmark also
+runs LiteRT's own benchmark tool in every round (`latency.litert_benchmark`)
+and adds its mean, pooled over the rounds, and ours / its mean (marked
+">10%" past `latency.LITERT_TOLERANCE`) to the table. Calibration uses images
 of the built-in shapes set (accuracy numbers need the experiment's data).
 Without a checkpoint the weights are the initial ones with BatchNorm
 statistics re-estimated on the calibration images (`reestimate_batch_norm`):
@@ -39,6 +42,7 @@ import argparse
 import contextlib
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -223,6 +227,9 @@ def main(argv=None):
                         default='both')
     parser.add_argument('--tf_cpu', action='store_true',
                         help='also time the full graphs in TensorFlow')
+    parser.add_argument('--litert_benchmark', action='store_true',
+                        help="also time each .tflite with LiteRT's "
+                        'benchmark_litert_model (see benchmarks/latency.py)')
     parser.add_argument('--build_only', action='store_true',
                         help='convert only (time later, on a quiet machine)')
     parser.add_argument('--record', action='store_true',
@@ -257,11 +264,15 @@ def main(argv=None):
             for i, (graph, label, path, xnnpack) in enumerate(cases):
                 runs[i].append(latency.benchmark(
                     path, args.num_threads, args.num_runs,
-                    use_xnnpack=xnnpack))
+                    use_xnnpack=xnnpack, litert=args.litert_benchmark))
         for i, (graph, label, path, xnnpack) in enumerate(cases):
             r = dict(runs[i][0])
             r.update(latency.run_statistics(
                 [t for one in runs[i] for t in one['runs_ms']]))
+            if args.litert_benchmark:
+                # Equal runs per round: the mean of means is the pooled mean.
+                r['litert_mean_ms'] = statistics.mean(
+                    one['litert_benchmark']['avg_ms'] for one in runs[i])
             rows.append((size, graph, label, xnnpack, r))
             print(f'{size} {graph:8s} {label:7s} xnnpack={xnnpack!s:5s} '
                   f'mean {r["mean_ms"]:7.2f} p50 {r["p50_ms"]:7.2f} ms '
@@ -281,14 +292,27 @@ def main(argv=None):
              '| min ms | init ms | first ms | MB | sha256 |',
              '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- '
              '| --- |']
+    if args.litert_benchmark:
+        lines = [lines[0] + ' LiteRT tool mean ms | ours / LiteRT |',
+                 lines[1] + ' --- | --- |']
     for size, graph, label, xnnpack, r in rows:
+        litert = ''
+        if args.litert_benchmark:
+            theirs = r.get('litert_mean_ms')
+            litert = ' - | - |'  # TF CPU rows
+            if theirs is not None:
+                mark = (f' (>{latency.LITERT_TOLERANCE:.0%})'
+                        if latency.litert_disagrees(r['mean_ms'], theirs)
+                        else '')
+                litert = (f' {theirs:.2f} | {r["mean_ms"] / theirs:.2f}'
+                          f'{mark} |')
         lines.append(
             f'| {size} | {graph} | {label} | '
             f'{"-" if xnnpack is None else "on" if xnnpack else "off"} | '
             f'{r["mean_ms"]:.2f} | {r["p50_ms"]:.2f} | {r["p90_ms"]:.2f} | '
             f'{r["min_ms"]:.2f} | '
             f'{r["init_ms"]:.0f} | {r["first_ms"]:.1f} | '
-            f'{r["size_bytes"] / 1e6:.2f} | {r["sha256"][:12]} |')
+            f'{r["size_bytes"] / 1e6:.2f} | {r["sha256"][:12]} |' + litert)
     print('\n'.join(lines))
     load = os.getloadavg()
     note = (f'Load average during the run: {load[0]:.1f} / {load[1]:.1f} / '
