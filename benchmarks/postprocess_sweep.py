@@ -83,8 +83,9 @@ class CachedForward:
         return self._cache[key]
 
 
-def sweep(predictor, params, grid, output_dir, max_images=0):
-    """Rows (setting, {group: pq}) in the grid's order."""
+def sweep(predictor, params, grid, output_dir, max_images=0, coco=None):
+    """Rows (setting, {group: pq}) in the grid's order; `coco` = dict of
+    gt_json / gt_dir / image_dir (else the config's validation TFRecords)."""
     predictor._forward = CachedForward(predictor._forward)
     base = dict(predictor._merge_config)
     rows = []
@@ -93,7 +94,8 @@ def sweep(predictor, params, grid, output_dir, max_images=0):
         with contextlib.redirect_stdout(io.StringIO()):
             results = evaluate_lib.evaluate(
                 predictor, os.path.join(output_dir, f'setting_{i}'),
-                params=params, max_images=max_images, show_progress=False)
+                params=params, max_images=max_images, show_progress=False,
+                **(coco or {}))
         pq = {g: 100 * results[g]['pq'] for g in GROUPS}
         rows.append((setting, pq))
         print(f'{setting}: PQ ' + ' / '.join(f'{pq[g]:.2f}' for g in GROUPS),
@@ -124,16 +126,23 @@ def main(argv=None):
     parser.add_argument('--grid', required=True,
                         help='NAME=v1,v2;NAME=... over ' + ', '.join(SWEEPABLE))
     parser.add_argument('--output_dir', required=True)
+    parser.add_argument('--gt_json', help='COCO panoptic ground truth (with '
+                        '--gt_dir, --image_dir) instead of the TFRecords')
+    parser.add_argument('--gt_dir')
+    parser.add_argument('--image_dir')
     parser.add_argument('--max_images', type=int, default=0)
     parser.add_argument('--record', action='store_true')
     args = parser.parse_args(argv)
     grid = parse_grid(args.grid)
+    coco = {k: getattr(args, k) for k in ('gt_json', 'gt_dir', 'image_dir')}
+    if any(coco.values()) and not all(coco.values()):
+        parser.error('--gt_json, --gt_dir and --image_dir go together')
     predictor = inference.load_checkpoint_predictor(
         args.checkpoint_path, experiment=args.experiment,
         params_override=args.params_override)
     trained = dict(predictor._merge_config)
     rows = sweep(predictor, predictor.params, grid, args.output_dir,
-                 args.max_images)
+                 args.max_images, coco if coco['gt_json'] else None)
     best = max(rows, key=lambda r: r[1]['All'])[0]
     lines = table(rows, trained)
     print('\n'.join(lines))
@@ -146,7 +155,7 @@ def main(argv=None):
         results_io.append_section(
             f'Post-processing sweep ({args.checkpoint_path})',
             [f'- checkpoint: `{args.checkpoint_path}`',
-             f'- validation data: `{predictor.params.task.validation_data.input_path}`',
+             f'- validation data: `{coco["gt_json"] or predictor.params.task.validation_data.input_path}`',
              '', *lines, '', f'Best on this split: `{overrides}`.'])
 
 
