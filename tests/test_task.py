@@ -326,7 +326,9 @@ def test_num_classes_dataset_mismatch_raises():
 # COCO recipes; 1 for the shapes recipe (tuned that way).
 DICE_WEIGHTS = {'maskconver_mobilenet_mh_coco': 5.0, 'maskconver_shapes': 1.0,
                 'maskconver_r50_convnext_unet_coco': 10.0,
-                'maskconver_r50_convnext_unet_shapes': 1.0}
+                'maskconver_r50_convnext_unet_shapes': 1.0,
+                'maskconver_mobilenetv4_conv_small_coco': 5.0,
+                'maskconver_mobilenetv4_conv_medium_coco': 5.0}
 
 
 def _dice_weight(params):

@@ -4,6 +4,9 @@ Each has a YAML in `experiments/` that says what it reproduces:
 - maskconver_mobilenet_mh_coco: the published mobile recipe (reference
   section 5): MobileNet-MH + ASPP + 3 heads, SGD 0.9, cosine 0.04, 2000 warmup
   steps, 500k steps at batch 64, scale jitter 0.1-1.9.
+- maskconver_mobilenetv4_conv_small_coco / _conv_medium_coco: the same
+  recipe, ASPP and heads on Model Garden's MobileNetV4-Conv-S / -M trunks
+  (output stride 16) instead of MobileNet-MH (issue #17).
 - maskconver_shapes: the same network on the built-in shapes set, sized for
   2 CPU cores. The base that tests and tools build on (K 50 and full-size
   mask targets, as the COCO model). `make demo` trains it with
@@ -46,12 +49,15 @@ def _optimization(optimizer, learning_rate, decay_steps, warmup_steps,
     })
 
 
-@exp_factory.register_config_factory('maskconver_mobilenet_mh_coco')
-def maskconver_mobilenet_mh_coco() -> cfg.ExperimentConfig:
-    """Reference mobile MaskConver on COCO panoptic (640 px; 256 via YAML)."""
+def _mobile_coco(preset: str) -> cfg.ExperimentConfig:
+    """The reference mobile COCO recipe around mobile model preset `preset`.
+
+    The MobileNet-MH and MobileNetV4 experiments differ only in the
+    backbone's model_id, so they share this one recipe.
+    """
     image_size = 640
     train_batch, eval_batch, steps = 64, 8, 500000
-    model = model_cfg.maskconver_mobilenet_mh_coco(image_size)
+    model = model_cfg.model_config_for(preset, image_size)
     model.panoptic_generator.output_size = [640, 640]
     parser = task_cfg.Parser(aug_scale_min=0.1, aug_scale_max=1.9,
                              gaussian_iou=0.7, max_num_stuff_centers=1,
@@ -78,6 +84,24 @@ def maskconver_mobilenet_mh_coco() -> cfg.ExperimentConfig:
             optimizer_config=_optimization('sgd', 0.04, steps, 2000)),
         restrictions=['task.train_data.is_training != None',
                       'task.validation_data.is_training != None'])
+
+
+@exp_factory.register_config_factory('maskconver_mobilenet_mh_coco')
+def maskconver_mobilenet_mh_coco() -> cfg.ExperimentConfig:
+    """Reference mobile MaskConver on COCO panoptic (640 px; 256 via YAML)."""
+    return _mobile_coco('maskconver_mobilenet_mh_coco')
+
+
+@exp_factory.register_config_factory('maskconver_mobilenetv4_conv_small_coco')
+def maskconver_mobilenetv4_conv_small_coco() -> cfg.ExperimentConfig:
+    """The mobile recipe on a MobileNetV4-Conv-Small trunk (640 px)."""
+    return _mobile_coco('maskconver_mobilenetv4_conv_small_coco')
+
+
+@exp_factory.register_config_factory('maskconver_mobilenetv4_conv_medium_coco')
+def maskconver_mobilenetv4_conv_medium_coco() -> cfg.ExperimentConfig:
+    """The mobile recipe on a MobileNetV4-Conv-Medium trunk (640 px)."""
+    return _mobile_coco('maskconver_mobilenetv4_conv_medium_coco')
 
 
 @exp_factory.register_config_factory('maskconver_shapes')

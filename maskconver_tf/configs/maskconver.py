@@ -7,6 +7,9 @@ benchmarks and the experiment registry the same architectures:
 - 'maskconver_mobilenet_mh_coco': the published mobile model (MobileNet-MH
   OS16 + depthwise ASPP + three sum-to-merge heads at stride 8; 201 COCO
   channels, K = 50, E = 256; 3,441,897 trainable parameters).
+- 'maskconver_mobilenetv4_conv_small_coco' / '..._conv_medium_coco': the
+  same model on Model Garden's MobileNetV4-Conv-S / -M trunks at OS16
+  (2,527,017 / 8,525,209 trainable parameters).
 - 'maskconver_r50_convnext_unet_coco': the paper's multi-scale model, the
   reference `multiscale_maskconver_resnetufpn_coco`: backbone `resnet_unet`
   (ResNet-50 + ConvNeXt-UNet top-down path) + decoder `maskconver_fpn`
@@ -191,9 +194,36 @@ class MultiScaleMaskConverModel(hyperparams.Config):
 
 
 # Named presets ---------------------------------------------------------------
+def maskconver_mobilenet_coco(
+        image_size: int = 640,
+        model_id: str = 'MobileNetMultiAVGSeg') -> MaskConverModel:
+    """The published mobile model on any Model Garden MobileNet spec.
+
+    Only `backbone.mobilenet_trunk.model_id` changes (output stride 16): the
+    ASPP reads the trunk's level-4 endpoint (stride 16) and the heads fuse
+    its level-3 one (stride 8) through their own 1x1 convs, so any spec with
+    endpoints at strides 8 and 16 fits without other changes.
+    """
+    model = MaskConverModel(input_size=[image_size, image_size, 3])
+    model.backbone.mobilenet_trunk.model_id = model_id
+    return model
+
+
 def maskconver_mobilenet_mh_coco(image_size: int = 640) -> MaskConverModel:
     """The published mobile model (256 or 640 px)."""
-    return MaskConverModel(input_size=[image_size, image_size, 3])
+    return maskconver_mobilenet_coco(image_size)
+
+
+def maskconver_mobilenetv4_conv_small_coco(
+        image_size: int = 640) -> MaskConverModel:
+    """The mobile model on MobileNetV4-Conv-Small (issue #17)."""
+    return maskconver_mobilenet_coco(image_size, 'MobileNetV4ConvSmall')
+
+
+def maskconver_mobilenetv4_conv_medium_coco(
+        image_size: int = 640) -> MaskConverModel:
+    """The mobile model on MobileNetV4-Conv-Medium (issue #17)."""
+    return maskconver_mobilenet_coco(image_size, 'MobileNetV4ConvMedium')
 
 
 def maskconver_r50_convnext_unet_coco(
@@ -214,6 +244,10 @@ def maskconver_shapes(image_size: int = 128) -> MaskConverModel:
 
 _PRESETS = {
     'maskconver_mobilenet_mh_coco': (maskconver_mobilenet_mh_coco, 'coco'),
+    'maskconver_mobilenetv4_conv_small_coco': (
+        maskconver_mobilenetv4_conv_small_coco, 'coco'),
+    'maskconver_mobilenetv4_conv_medium_coco': (
+        maskconver_mobilenetv4_conv_medium_coco, 'coco'),
     'maskconver_r50_convnext_unet_coco': (maskconver_r50_convnext_unet_coco,
                                           'coco'),
     'maskconver_shapes': (maskconver_shapes, 'shapes'),

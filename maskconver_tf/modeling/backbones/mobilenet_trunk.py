@@ -2,11 +2,14 @@
 
 Model Garden's `MobileNet` builds every block of its spec and returns the last
 one as an extra endpoint; for the segmentation specs that is a global pool and
-a 1x1 conv to 1280 channels (578,560 weights for MobileNetMultiAVGSeg) that
-MaskConver never reads. Those weights would get no gradient and would inflate
-the parameter count, so `MobileNetTrunk` stops after the last block that is a
-declared endpoint. Everything else (spec, output stride / dilation, endpoints,
-config) is Model Garden's.
+a 1x1 conv to 1280 channels (578,560 weights for MobileNetMultiAVGSeg), for
+the MobileNetV4 classification specs a 1x1 conv to 960 (not an endpoint),
+the pool and the 1280 conv (1,360,640 weights for MobileNetV4ConvSmall,
+1,483,520 for MobileNetV4ConvMedium), all of which MaskConver never reads.
+Those weights would get no gradient and would inflate the parameter count, so
+`MobileNetTrunk` stops after the last block that is a declared endpoint.
+Everything else (spec, output stride / dilation, endpoints, config) is Model
+Garden's.
 """
 
 import tf_keras
