@@ -38,6 +38,9 @@ def _targets(batch, grid, k=K, num_classes=201, seed=0):
 
 @pytest.fixture(scope='module')
 def mobile():
+    # Seeded: an unseeded init left near-ties in the random model's mask
+    # argmax that float .tflite broke differently (CI, category masks 15%).
+    tf_keras.utils.set_random_seed(0)
     return _mobile()
 
 
