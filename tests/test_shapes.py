@@ -1,6 +1,7 @@
 """Tests for the synthetic "shapes" COCO panoptic generator."""
 
 import collections
+import dataclasses
 import json
 import os
 import subprocess
@@ -153,6 +154,47 @@ def test_shifted_style_is_harder_in_the_ways_it_says():
     assert d[1] <= 2 and s[1] == 3, stats
     assert s[2] < d[2], stats
     assert s[3] > 1.3 * d[3], stats
+
+
+def test_varied_style_spans_clean_to_noisy_per_image(tmp_path):
+    """The demo's training look: sky-row noise and JPEG subsampling vary per
+    image, from the clean default's level up to the shifted look's."""
+    rough = {}
+    for style in ('default', 'varied'):
+        rough[style] = []
+        for i in range(1, 41):
+            image, *_ = shapes.generate_image(shapes.image_rng(3, i), 128,
+                                              shapes.STYLES[style])
+            rough[style].append(
+                np.abs(np.diff(image[:6].astype(int), axis=1)).mean())
+    d, v = np.array(rough['default']), np.array(rough['varied'])
+    assert np.mean(v <= np.median(d) * 1.2) >= 0.1, (d, v)
+    assert np.mean(v > 2 * np.median(d)) >= 0.25, (d, v)
+    shapes.generate_dataset(str(tmp_path), 12, image_size=64, style='varied')
+    subsampling = {_subsampling(tmp_path / 'images' / name)
+                   for name in os.listdir(tmp_path / 'images')}
+    assert len(subsampling) == 2, subsampling
+
+
+def _subsampling(path):
+    """JPEG chroma sampling factors per plane: 4:4:4 keeps both chroma
+    planes at full size, 4:2:0 halves them."""
+    with Image.open(path) as im:
+        return tuple(im.layer[i][1:3] for i in range(3))
+
+
+def test_clean_prob_draws_that_share_in_the_default_look(tmp_path,
+                                                         monkeypatch):
+    # 'shifted' writes 4:2:0 JPEGs and the default look 4:4:4, so the
+    # subsampling of each file tells which look drew it.
+    half = dataclasses.replace(shapes.STYLES['shifted'], clean_prob=0.5)
+    monkeypatch.setitem(shapes.STYLES, 'half', half)
+    shapes.generate_dataset(str(tmp_path), 40, image_size=64, style='half')
+    looks = [_subsampling(tmp_path / 'images' / n)
+             for n in sorted(os.listdir(tmp_path / 'images'))]
+    clean = sum(look == ((1, 1), (1, 1), (1, 1)) for look in looks)
+    assert 10 <= clean <= 30, clean
+    assert len(set(looks)) == 2
 
 
 def test_unknown_style_is_named(tmp_path):
