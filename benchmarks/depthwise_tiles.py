@@ -5,7 +5,7 @@ Example:
     [--kernels 3x3,4x4,4x3,5x5,7x1,7x7] [--num_runs 200] [--record]
 
 Why: the export splits the heads' 7x7 depthwise convs into smaller tiles
-(`export_module.split_depthwise_conv`) because XNNPACK's int8 kernel for
+(`graph_rewrites.split_depthwise_conv`) because XNNPACK's int8 kernel for
 7x7 is slow. This times each tile shape alone (VALID conv producing a
 size x size x channels output, full int8, XNNPACK, lowest median of three
 interpreters), plus

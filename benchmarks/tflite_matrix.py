@@ -12,15 +12,15 @@ converts
 (`GRAPHS`)
 - "cnn": backbone + ASPP + heads only (outputs heatmaps and embeddings),
 - "full s<k>": the whole pipeline with in-graph post-processing (merge
-  stride k, see `export_module.merge_at_stride`), with the sparse heads
-  (`MaskConverModel.sparse_inference`: the center-embedding tail at the K
+  stride k, see `graph_rewrites.merge_at_stride`), with the sparse heads
+  (`graph_rewrites.sparse_heads`: the center-embedding tail at the K
   proposals, the mask-feature classifier folded into the slot embeddings)
   unless the graph says "dense" (the multi-scale model has no sparse
   form: its full graphs are dense),
 - "backbone": the backbone alone (MobileNetMultiAVGSeg, resnet_unet) (the issue's latency goals are
   stated relative to it: int8 2.3 ms at 256 px on their machine),
 - "split": the heads' 7x7 depthwise convs traced as 7x3 + 7x3 + 7x1 tiles
-  with their BatchNorm folded in (`export_module.split_large_depthwise`,
+  with their BatchNorm folded in (`graph_rewrites.split_large_depthwise`,
   same function),
 in float32, fp16 and int8 (int8_full_fp32_io), and times each with
 `benchmarks/latency.py` with XNNPACK on and off; --tf_cpu also times the
@@ -55,6 +55,7 @@ import tensorflow as tf  # noqa: E402
 from benchmarks import latency  # noqa: E402
 from maskconver_tf import registry_imports  # noqa: E402,F401
 from maskconver_tf.serving import export_module  # noqa: E402
+from maskconver_tf.serving import graph_rewrites  # noqa: E402
 from maskconver_tf.serving import tflite_conversion as tc  # noqa: E402
 
 DEFAULT_EXPERIMENT = 'maskconver_mobilenet_mh_coco'
@@ -91,7 +92,7 @@ def save_cnn(model, size, path, split, backbone_only=False):
                 'per_pixel_embeddings': pixels}
 
     module.serve = serve
-    scope = (export_module.split_large_depthwise(model) if split
+    scope = (graph_rewrites.split_large_depthwise(model) if split
              else contextlib.nullcontext())
     from tf_keras.src.saving.legacy.saved_model import utils
     # Saving may retrace `serve`: keep the split scope around it.
@@ -119,7 +120,7 @@ def reestimate_batch_norm(model, images):
     preprocessed.
     """
     norms = [layer for layer in model.submodules
-             if export_module.is_batch_norm(layer)]
+             if graph_rewrites.is_batch_norm(layer)]
     saved = [(norm.momentum, norm.trainable) for norm in norms]
     for norm in norms:
         # A frozen norm (bn_trainable: false) ignores training=True.

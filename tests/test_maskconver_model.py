@@ -235,38 +235,3 @@ def test_multiscale_model():
     assert set(model.checkpoint_items) == {
         'backbone', 'decoder', 'class_head', 'center_head',
         'mask_feature_head', 'mask_embedding_generator'}
-
-
-def test_sparse_inference_equals_the_dense_path():
-    """The export's sparse heads compute `call`'s inference outputs: same
-    heatmaps and proposals, mask logits to float rounding."""
-    mobile = _mobile()
-    images = tf.random.stateless_normal([2, SIZE, SIZE, 3], seed=[6, 7])
-    # BatchNorm statistics of these images (at their initial values the
-    # MobileNet's activations, hence the logits, vanish).
-    for layer in mobile.submodules:
-        if isinstance(layer, tf_keras.layers.BatchNormalization):
-            layer.momentum = 0.0
-    mobile.dense_outputs(images, training=True)
-    assert mobile.supports_sparse_inference
-    sparse = mobile.sparse_inference(images)
-    heatmaps, centers, pixels = mobile.dense_outputs(images, training=False)
-    proposals = mobile.proposal_generator(heatmaps)
-    np.testing.assert_array_equal(sparse['class_heatmaps'].numpy(),
-                                  heatmaps.numpy())
-    for key in ('classes', 'scores', 'center_indices'):
-        np.testing.assert_array_equal(sparse[key].numpy(),
-                                      proposals[key].numpy())
-    dense = mobile.mask_embedding_generator(
-        centers, pixels, proposals['center_indices'], proposals['classes'])
-    scale = float(tf.reduce_max(tf.abs(dense)))
-    assert scale > 0.1
-    np.testing.assert_allclose(sparse['mask_logits'].numpy(), dense.numpy(),
-                               rtol=1e-4, atol=1e-5 * scale)
-
-
-def test_sparse_inference_needs_pointwise_tails():
-    model = _mobile(**{'mask_feature_head': {'upsample_factor': 2}})
-    assert not model.supports_sparse_inference
-    with pytest.raises(ValueError, match='1x1 classifiers'):
-        model.sparse_inference(tf.zeros([1, SIZE, SIZE, 3]))

@@ -5,9 +5,6 @@ from typing import Optional
 import tensorflow as tf
 import tf_keras
 
-from maskconver_tf.modeling.layers.mask_embedding_generator import (
-    gather_slots)
-
 
 def _serialize(layer):
     return None if layer is None else tf_keras.layers.serialize(layer)
@@ -72,7 +69,8 @@ class MaskConverModel(tf_keras.Model):
         self.proposal_generator = proposal_generator
         self.panoptic_merger = panoptic_merger
 
-    def _features(self, images, training):
+    def features(self, images, training=None):
+        """(backbone features, decoder features) of images [B, H, W, 3]."""
         backbone_features = self.backbone(images, training=training)
         decoder_features = (self.decoder(backbone_features, training=training)
                             if self.decoder is not None else backbone_features)
@@ -85,7 +83,7 @@ class MaskConverModel(tf_keras.Model):
         [B, h, w, E], per_pixel_embeddings [B, h, w, E]); embeddings in the
         compute dtype.
         """
-        features = self._features(images, training)
+        features = self.features(images, training)
         dense_inputs = self._center_head_inputs(features)
         class_heatmaps = tf.cast(
             self.class_head(dense_inputs, training=training), tf.float32)
@@ -110,64 +108,6 @@ class MaskConverModel(tf_keras.Model):
             self, class_heatmaps, center_embeddings, per_pixel_embeddings,
             center_indices, classes, image_info, training,
             propose=self.propose)
-
-    @property
-    def supports_sparse_inference(self) -> bool:
-        return (self.center_head.has_pointwise_tail
-                and self.mask_feature_head.has_pointwise_tail)
-
-    def sparse_inference(self, images, propose=None):
-        """`call`'s inference path computing embeddings only where needed.
-
-        The center-embedding head's output is only read at the K proposal
-        cells, and everything after its last depthwise conv acts on each
-        pixel alone, so that tail runs on K gathered vectors instead of the
-        h x w map; the mask-feature head's 1x1 classifier (E x E, bias b)
-        moves to the slot side: <m, W f + b> = <W^T m, f> + <m, b>. The same
-        function up to float rounding without three of the heads' dense 1x1
-        convolutions (13% of the mobile model's multiply-adds). Inference
-        mode only.
-
-        Args:
-          images: float [B, H, W, 3], normalised.
-          propose: class_heatmaps -> dict with 'center_indices' int32
-            [B, K, 2] and 'classes' int32 [B, K] (default `self.propose`;
-            the export wraps it in a name scope).
-
-        Returns:
-          dict: class_heatmaps float32 [B, h, w, C], mask_logits float32
-          [B, h, w, K], and the proposals' entries.
-        """
-        if not self.supports_sparse_inference:
-            raise ValueError('sparse_inference needs 1x1 classifiers and no '
-                             'upsampling in the center and mask-feature '
-                             'heads')
-        propose = propose or self.propose
-        features = self._features(images, False)
-        class_heatmaps = tf.cast(self.class_head(features, training=False),
-                                 tf.float32)
-        proposals = propose(class_heatmaps)
-        center_head, pixel_head = self.center_head, self.mask_feature_head
-        generator = self.mask_embedding_generator
-        # Layer name scopes, as `__call__` would open them (op profiles
-        # attribute ops to stages by these names).
-        with tf.name_scope(center_head.name):
-            center = center_head.spatial_features(features, training=False)
-            slots = center_head.pointwise_tail(
-                gather_slots(center, proposals['center_indices']),
-                training=False)
-        with tf.name_scope(pixel_head.name):
-            pixels = pixel_head.pointwise_tail(
-                pixel_head.spatial_features(features, training=False),
-                training=False, include_classifier=False)
-        with tf.name_scope(generator.name):
-            classifier = pixel_head.classifier
-            mask_logits = generator.logits_through_linear(
-                generator.mlp(slots, proposals['classes']), pixels,
-                classifier.kernel, classifier.bias if classifier.use_bias
-                else None)
-        return {'class_heatmaps': class_heatmaps, 'mask_logits': mask_logits,
-                **proposals}
 
     @property
     def checkpoint_items(self):

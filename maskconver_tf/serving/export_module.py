@@ -26,7 +26,6 @@ given by its own image_info and resizes back (nearest).
 
 import contextlib
 import copy
-import functools
 import json
 from typing import Dict, List, Mapping, Optional, Sequence
 
@@ -36,8 +35,8 @@ from official.vision.serving import export_base
 
 from maskconver_tf.configs import maskconver as maskconver_cfg
 from maskconver_tf.modeling import factory
-from maskconver_tf.modeling.layers import post_processing
 from maskconver_tf.ops import multiscale_targets
+from maskconver_tf.serving import graph_rewrites
 from maskconver_tf.ops import preprocess
 
 INPUT_TYPES = ('image_tensor', 'image_bytes', 'tf_example', 'tflite')
@@ -101,248 +100,6 @@ def export_model_config(model_config, input_image_size: Sequence[int],
     return config
 
 
-def _nearest_upsample(mask: tf.Tensor, size: Sequence[int]) -> tf.Tensor:
-    """Nearest-neighbour resize of an int [B, h, w] map (pixel i reads
-    min(h - 1, i * h // H)).
-
-    TFLite's RESIZE_NEAREST_NEIGHBOR has no int32 kernel. An integer factor
-    repeats every cell s x s times with one TILE (160 -> 640 in TFLite: 0.74
-    ms; 1.17 with the new axes added by slicing, 2.27 by GATHERs); any other
-    size takes a GATHER per axis.
-    """
-    _, h, w = mask.shape
-    if size[0] % h == 0 and size[1] % w == 0:
-        sy, sx = size[0] // h, size[1] // w
-        tiled = tf.tile(tf.reshape(mask, [-1, h, 1, w, 1]), [1, 1, sy, 1, sx])
-        return tf.reshape(tiled, [-1, size[0], size[1]])
-    rows = [min(h - 1, (i * h) // size[0]) for i in range(size[0])]
-    cols = [min(w - 1, (j * w) // size[1]) for j in range(size[1])]
-    mask = tf.gather(mask, tf.constant(rows, tf.int32), axis=1)
-    return tf.gather(mask, tf.constant(cols, tf.int32), axis=2)
-
-
-def merge_at_stride(model: tf_keras.Model, mask_logits: tf.Tensor,
-                    classes: tf.Tensor, scores: tf.Tensor,
-                    output_size: Sequence[int], merge_stride: int) -> dict:
-    """Panoptic merge on a canvas `merge_stride` times coarser, then nearest.
-
-    The full-resolution merge touches K x H x W floats (20M at 640 px, K 50),
-    which dominates a mobile pipeline; merging at H / s, W / s and
-    upsampling the int maps keeps the rule (argmax of prob x score, the
-    same overlap test; the area threshold is scaled by 1 / s^2) at 1 / s^2
-    of the cost. merge_stride 1 is the Keras model's own merge.
-
-    Args:
-      model: the MaskConverModel (its `panoptic_merger` config is used).
-      mask_logits: float32 [B, h, w, K].
-      classes: int32 [B, K] class channels.
-      scores: float32 [B, K].
-      output_size: (H, W) of the returned maps.
-      merge_stride: int >= 1 dividing H and W.
-
-    Returns:
-      `post_processing.panoptic_merge` dict with maps int32 [B, H, W].
-    """
-    config = dict(model.panoptic_merger.get_config())
-    keys = ('is_thing_channel', 'channel_to_id', 'object_mask_threshold',
-            'small_area_threshold', 'overlap_threshold',
-            'void_prob_threshold')
-    kwargs = {k: config[k] for k in keys if k in config}
-    h, w = (int(v) for v in output_size)
-    if h % merge_stride or w % merge_stride:
-        raise ValueError(f'merge_stride {merge_stride} must divide the output '
-                         f'size {(h, w)}')
-    small = (h // merge_stride, w // merge_stride)
-    kwargs['small_area_threshold'] = int(
-        kwargs.get('small_area_threshold', 0) // (merge_stride ** 2))
-    merged = post_processing.panoptic_merge(
-        mask_logits, classes, scores, output_size=small, **kwargs)
-    if merge_stride > 1:
-        for key in ('category_mask', 'instance_mask'):
-            merged[key] = _nearest_upsample(merged[key], (h, w))
-    return merged
-
-
-def _bounds(size: int, step: int):
-    return [(s, min(size, s + step)) for s in range(0, size, step)]
-
-
-def depthwise_tiles(kh: int, kw: int, max_taps: int = 25):
-    """Rectangles [(r0, r1, c0, c1)] tiling a kh x kw kernel, each of at most
-    `max_taps` taps: full-height column strips when a column fits (7x7 ->
-    7x3 + 7x3 + 7x1), else square tiles of side floor(sqrt(max_taps))."""
-    if kh <= max_taps:
-        return [(0, kh, c0, c1) for c0, c1 in _bounds(kw, max_taps // kh)]
-    side = max(1, int(max_taps ** 0.5))
-    return [(r0, r1, c0, c1) for r0, r1 in _bounds(kh, side)
-            for c0, c1 in _bounds(kw, side)]
-
-
-def reachable_taps(kernel: tf.Tensor, top: int, left: int, h: int, w: int):
-    """Crops a SAME depthwise kernel to the taps that can reach the image.
-
-    On an input smaller than the kernel (the 1x1 / 2x2 top FPN levels of a
-    small image), tap row r of a kernel padded `top` rows reads only padding
-    for every output row when |r - top| >= h (columns likewise), so it adds
-    zero. Cropping is exact, and keeps identically-zero tiles out of the
-    graph: their calibrated int8 range is degenerate (scale ~1e-8), which
-    XNNPACK refuses to run (requantisation scale >= 256).
-
-    Args:
-      kernel: [kh, kw, C, M].
-      top, left: SAME padding above / left of the input.
-      h, w: static input height and width.
-
-    Returns:
-      (cropped kernel, its top padding, its left padding).
-    """
-    kh, kw = int(kernel.shape[0]), int(kernel.shape[1])
-    r0, r1 = max(0, top - h + 1), min(kh, top + h)
-    c0, c1 = max(0, left - w + 1), min(kw, left + w)
-    return kernel[r0:r1, c0:c1], top - r0, left - c0
-
-
-def split_depthwise_conv(x: tf.Tensor, kernel: tf.Tensor, max_taps: int = 25,
-                         bias: Optional[tf.Tensor] = None) -> tf.Tensor:
-    """SAME, stride-1 depthwise conv as a sum of small-kernel convs.
-
-    The k x k kernel, cropped to the taps that reach the image
-    (`reachable_taps`), is cut into `depthwise_tiles` of at most max_taps
-    taps (7x7 -> 7x3 + 7x3 + 7x1); each runs VALID on the matching window of the
-    once-padded input, and the partial results are summed. Exactly the same
-    function as the k x k conv (the same weights, float rounding aside), but
-    LiteRT's XNNPACK runs int8 depthwise kernels of up to 25 taps ~24x faster
-    than 7x7 on x86, and every tile costs alike (0.18 ms up to 25 taps, 0.08
-    ms up to 9, one more ADD 0.05-0.08 ms: benchmarks/depthwise_tiles.py),
-    so the fewest tiles win.
-
-    Args:
-      x: float [B, H, W, C] with static H, W.
-      kernel: [kh, kw, C, M] depthwise kernel.
-      max_taps: most taps per tile.
-      bias: optional [C * M], added to the first tile (TFLite fuses it into
-        that conv instead of adding one more int8 requantisation).
-
-    Returns:
-      float [B, H, W, C * M].
-    """
-    kh, kw = int(kernel.shape[0]), int(kernel.shape[1])
-    _, h, w, _ = x.shape
-    top, left = (kh - 1) // 2, (kw - 1) // 2
-    kernel, top, left = reachable_taps(kernel, top, left, h, w)
-    kh, kw = int(kernel.shape[0]), int(kernel.shape[1])
-    padded = tf.pad(x, [[0, 0], [top, kh - 1 - top], [left, kw - 1 - left],
-                        [0, 0]])
-    out = None
-    for r0, r1, c0, c1 in depthwise_tiles(kh, kw, max_taps):
-        window = padded[:, r0:r0 + h + r1 - r0 - 1,
-                        c0:c0 + w + c1 - c0 - 1, :]
-        y = tf.nn.depthwise_conv2d(window, kernel[r0:r1, c0:c1],
-                                   [1, 1, 1, 1], 'VALID')
-        if out is None:
-            out = y if bias is None else tf.nn.bias_add(y, bias)
-        else:
-            out += y
-    return out
-
-
-def _split_depthwise_call(layer, max_taps, inputs):
-    outputs = split_depthwise_conv(inputs, layer.depthwise_kernel, max_taps,
-                                   layer.bias if layer.use_bias else None)
-    return layer.activation(outputs) if layer.activation else outputs
-
-
-def is_batch_norm(layer) -> bool:
-    """A (synchronised) tf_keras BatchNormalization."""
-    return isinstance(layer, (
-        tf_keras.layers.BatchNormalization,
-        tf_keras.layers.experimental.SyncBatchNormalization))
-
-
-def fold_batch_norm(layer: tf_keras.layers.DepthwiseConv2D,
-                    norm: tf_keras.layers.Layer):
-    """(kernel [kh, kw, C, M], bias [C * M]) of depthwise -> inference BN."""
-    if (layer.use_bias or layer.activation not in (None,
-                                                   tf_keras.activations.linear)
-            or not is_batch_norm(norm) or norm.axis not in ([-1], [3])):
-        raise ValueError(f'cannot fold {norm.name} into {layer.name}: '
-                         'expected a bias-free linear depthwise conv followed '
-                         'by a channel-last BatchNormalization')
-    scale = tf.math.rsqrt(norm.moving_variance + norm.epsilon)
-    if norm.scale:
-        scale *= norm.gamma
-    offset = -norm.moving_mean * scale
-    if norm.center:
-        offset += norm.beta
-    kernel = layer.depthwise_kernel
-    # BatchNorm variables stay float32 under a mixed-precision policy.
-    scale, offset = (tf.cast(t, kernel.dtype) for t in (scale, offset))
-    return kernel * tf.reshape(scale, [1, 1] + kernel.shape[2:]), offset
-
-
-def _split_folded_call(layer, norm, max_taps, inputs):
-    kernel, bias = fold_batch_norm(layer, norm)
-    return split_depthwise_conv(inputs, kernel, max_taps, bias)
-
-
-def _inference_identity(inputs, training=None):
-    del training
-    return inputs
-
-
-def _splittable(layer, max_taps: int) -> bool:
-    return (isinstance(layer, tf_keras.layers.DepthwiseConv2D)
-            and layer.kernel_size[0] * layer.kernel_size[1] > max_taps
-            and tuple(layer.strides) == (1, 1)
-            and tuple(layer.dilation_rate) == (1, 1)
-            and layer.padding == 'same'
-            and layer.data_format == 'channels_last')
-
-
-@contextlib.contextmanager
-def split_large_depthwise(model: tf_keras.Model, max_taps: int = 25):
-    """Within the scope, depthwise layers of more than `max_taps` taps (SAME,
-    stride 1, no dilation) of `model` compute `split_depthwise_conv`.
-
-    A split layer that a submodule's `depthwise_norm_pairs()` pairs with
-    the BatchNormalization right after it gets that norm folded into its
-    pieces (the norm becomes the identity): int8 then quantises the
-    normalised sum, not the raw per-piece sums whose channel ranges differ
-    by orders of magnitude (int8 .tflite of a trained shapes model: 16.0
-    PQ unfolded, 34.3 folded, 35.1 unsplit, 36.3 float; four tiles per
-    7x7). Inference only: the folded call ignores `training`.
-
-    Used while the export traces its graph; the layers and weights are
-    unchanged (checkpoints still match). Yields the number of layers split.
-    """
-    folds = {}
-    for module in model.submodules:
-        for layer, norm in getattr(module, 'depthwise_norm_pairs',
-                                   lambda: [])():
-            if _splittable(layer, max_taps) and is_batch_norm(norm):
-                folds[id(layer)] = norm
-    patched, num_split = [], 0
-    for layer in model.submodules:
-        if not _splittable(layer, max_taps):
-            continue
-        num_split += 1
-        norm = folds.get(id(layer))
-        if norm is None:
-            layer.call = functools.partial(_split_depthwise_call, layer,
-                                           max_taps)
-        else:
-            layer.call = functools.partial(_split_folded_call, layer, norm,
-                                           max_taps)
-            norm.call = _inference_identity
-            patched.append(norm)
-        patched.append(layer)
-    try:
-        yield num_split
-    finally:
-        for layer in patched:
-            del layer.call
-
-
 class MaskConverModule(export_base.ExportModule):
     """Export module: preprocessing + (MultiScale)MaskConverModel +
     post-processing."""
@@ -366,13 +123,13 @@ class MaskConverModule(export_base.ExportModule):
           input_name: signature input name (default `inputs`).
           include_logits: also output class_heatmaps and mask_logits.
           merge_stride: panoptic merge on a canvas this many times coarser
-            (see `merge_at_stride`); 1 = the model's own merge.
+            (see `graph_rewrites.merge_at_stride`); 1 = the model's own merge.
           split_depthwise: trace depthwise kernels of more than 25 taps as
-            sums of tiles of <= 25 taps (`split_large_depthwise`); None = on
+            sums of tiles of <= 25 taps (`graph_rewrites.split_large_depthwise`); None = on
             for tflite.
           sparse_heads: run the center-embedding head's pointwise tail at the
             K proposals only and fold the mask-feature classifier into the
-            slot embeddings (`MaskConverModel.sparse_inference`, the same
+            slot embeddings (`graph_rewrites.sparse_heads`, the same
             function); None = on when the model supports it.
           descriptor: DatasetDescriptor; default from `params.task`.
         """
@@ -401,7 +158,7 @@ class MaskConverModule(export_base.ExportModule):
                          input_image_size=size, input_type=input_type,
                          num_channels=num_channels, model=model,
                          input_name=input_name)
-        supported = getattr(self.model, 'supports_sparse_inference', False)
+        supported = graph_rewrites.supports_sparse_heads(self.model)
         if sparse_heads and not supported:
             raise ValueError('sparse_heads needs a single-scale model whose '
                              'center and mask-feature heads end in 1x1 '
@@ -423,7 +180,7 @@ class MaskConverModule(export_base.ExportModule):
 
     def get_inference_signatures(self, function_keys):
         """Model Garden's signatures, traced with split depthwise if set."""
-        scope = (split_large_depthwise(self.model) if self._split_depthwise
+        scope = (graph_rewrites.split_large_depthwise(self.model) if self._split_depthwise
                  else contextlib.nullcontext())
         with scope:
             return super().get_inference_signatures(function_keys)
@@ -454,7 +211,7 @@ class MaskConverModule(export_base.ExportModule):
             return self._result(model(images, image_info=image_info,
                                       training=False), image_info)
         if self._sparse_heads:
-            outputs = model.sparse_inference(images, propose)
+            outputs = graph_rewrites.sparse_heads(model, images, propose)
         else:
             heatmaps, centers, pixels = model.dense_outputs(images,
                                                             training=False)
@@ -469,7 +226,7 @@ class MaskConverModule(export_base.ExportModule):
         else:
             # Canvas = model input whatever the model's own merger says.
             with tf.name_scope(POSTPROCESS_SCOPE):
-                outputs.update(merge_at_stride(
+                outputs.update(graph_rewrites.merge_at_stride(
                     model, outputs['mask_logits'], outputs['classes'],
                     outputs['scores'], self._input_image_size,
                     self._merge_stride))
