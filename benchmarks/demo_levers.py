@@ -44,9 +44,12 @@ def _cell(value, fmt='{:.2f}'):
 
 def row(label, summary):
     """One markdown row of the levers table."""
+    # Runs from before the demo trained in stages have one implicit stage.
+    stages = summary.get('stages') or [summary]
     cells = [label, f'`{summary["params_override"] or "-"}`',
-             str(summary['input_size']),
-             f'{summary["train_steps"]} x {summary["batch_size"]}']
+             ' -> '.join(str(s['input_size']) for s in stages),
+             ' + '.join(f'{s["train_steps"]} x {s["batch_size"]}'
+                        for s in stages)]
     for split in SPLITS:
         cells.append(' / '.join(_cell(_pq(summary, 'tflite float32', split, g))
                                 for g in GROUPS))

@@ -4,13 +4,16 @@
         [--experiment maskconver_shapes|maskconver_r50_convnext_unet_shapes]
 
 Stages (each is the same command a user would run by hand; REPORT.md lists
-them): generate the shapes set (train + val, and the held-out `shifted`
-look) -> TFRecords -> train the `maskconver_shapes` experiment (or the
-flagship's `maskconver_r50_convnext_unet_shapes`) through the train CLI ->
-official PQ on val -> export SavedModel, float32 and int8 .tflite -> official
-PQ of both .tflite files on val and on the shifted set -> latency of both ->
-overlays for a few val and shifted images -> `REPORT.md`. A second run reuses data and checkpoints unless --fresh.
-The 'smoke' budget runs the same code path in about two minutes (tests).
+them): generate the shapes set (train in the `varied` look, val in the clean
+look, and the held-out `shifted` look) -> TFRecords -> train through the
+train CLI: `maskconver_shapes` in two stages (128 px, then 256 px from that
+checkpoint: progressive resizing), the flagship's
+`maskconver_r50_convnext_unet_shapes` in one -> official PQ on val -> export
+SavedModel, float32 and int8 .tflite -> official PQ of both .tflite files on
+val and on the shifted set -> latency of both -> overlays for a few val and
+shifted images -> `REPORT.md`. A second run reuses data and checkpoints
+unless --fresh. The 'smoke' budget runs the same code path in about two
+minutes (tests).
 """
 
 import argparse
@@ -22,14 +25,43 @@ import shutil
 import subprocess
 import sys
 import time
-from typing import Optional
+from typing import Optional, Tuple
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPERIMENT = 'maskconver_shapes'
 # The held-out split: the shapes generator's 'shifted' style, own seed.
 SHIFTED = 'shifted'
-# Experiments the demo runs, each with its YAML experiments/<name>.yaml.
-EXPERIMENTS = ('maskconver_shapes', 'maskconver_r50_convnext_unet_shapes')
+# The generator's look of the training split (val keeps the clean look).
+TRAIN_STYLE = 'varied'
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainStage:
+    """One run of the train CLI.
+
+    config_files: YAMLs under experiments/, applied in order; init_from: the
+    model_dir (under output_dir) of an earlier stage whose checkpoint
+    initializes this one (`task.init_checkpoint`).
+    """
+    name: str
+    model_dir: str
+    config_files: Tuple[str, ...]
+    init_from: Optional[str] = None
+
+
+# Experiments the demo runs and their training stages; the last stage's
+# model_dir is 'model' and its config is the one every later stage serves.
+RECIPES = {
+    'maskconver_shapes': (
+        TrainStage('128 px', 'model_128', ('maskconver_shapes.yaml',)),
+        TrainStage('256 px', 'model', ('maskconver_shapes.yaml',
+                                       'maskconver_shapes_256_finetune.yaml'),
+                   init_from='model_128')),
+    'maskconver_r50_convnext_unet_shapes': (
+        TrainStage('train', 'model',
+                   ('maskconver_r50_convnext_unet_shapes.yaml',)),),
+}
+EXPERIMENTS = tuple(RECIPES)
 
 
 @dataclasses.dataclass
@@ -38,8 +70,11 @@ class Budget:
     num_val: int
     num_shifted: int
     image_size: int
-    train_steps: Optional[int]  # None: the YAML's recipe
+    train_steps: Optional[int]  # per stage; None: the YAMLs' recipe
     batch_size: Optional[int]
+    # Model input side per training stage (the last entry for the rest);
+    # None: the YAMLs'.
+    input_sizes: Optional[Tuple[int, ...]]
     calibration_steps: int
     latency_runs: int
     num_overlays: int
@@ -49,11 +84,12 @@ BUDGETS = {
     # Chosen by measurement: see experiments/maskconver_shapes.yaml.
     'full': Budget(num_train=2000, num_val=200, num_shifted=200,
                    image_size=128,
-                   train_steps=None, batch_size=None, calibration_steps=100,
+                   train_steps=None, batch_size=None, input_sizes=None,
+                   calibration_steps=100,
                    latency_runs=50, num_overlays=8),
     'smoke': Budget(num_train=24, num_val=6, num_shifted=4, image_size=64,
-                    train_steps=6,
-                    batch_size=4, calibration_steps=4, latency_runs=3,
+                    train_steps=6, batch_size=4, input_sizes=(64, 128),
+                    calibration_steps=4, latency_runs=3,
                     num_overlays=2),
 }
 
@@ -71,17 +107,16 @@ class Demo:
         self.out = os.path.abspath(output_dir)
         self.budget_name = budget_name
         self.b = BUDGETS[budget_name]
+        if experiment not in EXPERIMENTS:
+            raise ValueError(f'demo: unknown experiment {experiment!r}; '
+                             f'expected one of {EXPERIMENTS}')
         if fresh and os.path.exists(self.out):
             shutil.rmtree(self.out)
         os.makedirs(self.out, exist_ok=True)
         self.commands = []
         self.timings = {}
-        if experiment not in EXPERIMENTS:
-            raise ValueError(f'demo: unknown experiment {experiment!r}; '
-                             f'expected one of {EXPERIMENTS}')
         self.experiment = experiment
-        self.config_file = os.path.join(REPO_ROOT, 'experiments',
-                                        f'{experiment}.yaml')
+        self.stages = RECIPES[experiment]
         # The user's overrides go last, so they win over the demo's own.
         self.params_override = params_override.strip(',')
 
@@ -115,21 +150,36 @@ class Demo:
             raise SystemExit(f'demo: stage "{stage}" failed with exit code '
                              f'{rc}{hint}')
 
-    def overrides(self, **extra):
+    def _stage(self, stage):
+        return self.stages[-1] if stage is None else stage
+
+    def config_files(self, stage=None):
+        """Absolute YAML paths of `stage` (default: the last, served one)."""
+        return [os.path.join(REPO_ROOT, 'experiments', name)
+                for name in self._stage(stage).config_files]
+
+    def overrides(self, stage=None, **extra):
+        """--params_override of `stage` (default: the last stage)."""
         b = self.b
+        stage = self._stage(stage)
         items = {
             'task.train_data.input_path': self.path('tfrecords', 'train*'),
             'task.validation_data.input_path': self.path('tfrecords', 'val*'),
             'runtime.distribution_strategy': 'one_device',
             'runtime.num_gpus': 0,
         }
-        if self.budget_name == 'smoke':
-            s = b.image_size
+        if b.input_sizes:
+            sizes = b.input_sizes
+            s = sizes[min(self.stages.index(stage), len(sizes) - 1)]
             items.update({
                 'task.model.input_size': f'[{s},{s},3]',
-                'task.model.panoptic_generator.output_size': f'[{s},{s}]',
+                'task.model.panoptic_generator.output_size': f'[{s},{s}]'})
+        if b.batch_size:
+            items.update({
                 'task.train_data.global_batch_size': b.batch_size,
-                'task.validation_data.global_batch_size': b.batch_size,
+                'task.validation_data.global_batch_size': b.batch_size})
+        if b.train_steps:
+            items.update({
                 'trainer.train_steps': b.train_steps,
                 'trainer.steps_per_loop': b.train_steps,
                 'trainer.summary_interval': b.train_steps,
@@ -143,48 +193,61 @@ class Demo:
         text = ','.join(f'{k}={v}' for k, v in items.items())
         return f'{text},{self.params_override}' if self.params_override else text
 
-    def experiment_args(self):
-        return ['--experiment', self.experiment,
-                '--config_file', self.config_file,
-                '--params_override', self.overrides()]
+    def experiment_args(self, stage=None, **extra):
+        args = ['--experiment', self.experiment]
+        for path in self.config_files(stage):
+            args += ['--config_file', path]
+        return args + ['--params_override', self.overrides(stage, **extra)]
 
     @property
     def image_size(self):
         """Side of the generated images (px)."""
         return self.b.image_size
 
-    def resolved_params(self):
-        """The experiment config every stage runs: YAML, then overrides."""
+    def resolved_params(self, stage=None):
+        """The experiment config `stage` runs: YAMLs, then overrides."""
         from maskconver_tf import registry_imports  # noqa: F401
         from official.core import exp_factory
         from official.modeling import hyperparams
         params = exp_factory.get_exp_config(self.experiment)
-        params = hyperparams.override_params_dict(params, self.config_file,
-                                                  is_strict=True)
-        return hyperparams.override_params_dict(params, self.overrides(),
+        for path in self.config_files(stage):
+            params = hyperparams.override_params_dict(params, path,
+                                                      is_strict=True)
+        return hyperparams.override_params_dict(params, self.overrides(stage),
                                                 is_strict=True)
 
     @property
     def input_size(self):
-        """Side of the model input (px): the resolved config's, which
-        --params_override may set apart from the data's."""
+        """Side of the served model's input (px): the last stage's config,
+        which --params_override may set apart from the data's."""
         return int(self.resolved_params().task.model.input_size[0])
 
     def summary(self, pq):
         """What benchmarks/demo_levers.py tabulates (report/summary.json)."""
-        params = self.resolved_params()
-        steps = int(params.trainer.train_steps)
-        batch = int(params.task.train_data.global_batch_size)
+        stages, images = [], 0
+        for stage in self.stages:
+            params = self.resolved_params(stage)
+            steps = int(params.trainer.train_steps)
+            batch = int(params.task.train_data.global_batch_size)
+            images += steps * batch
+            stages.append({
+                'name': stage.name, 'model_dir': stage.model_dir,
+                'input_size': int(params.task.model.input_size[0]),
+                'train_steps': steps, 'batch_size': batch,
+                'seconds': self.timings.get(f'train {stage.name}', 0.0)})
+        last = stages[-1]
         train_s = self.timings.get('train', 0.0)
         return {
             'experiment': self.experiment, 'budget': self.budget_name,
             'params_override': self.params_override,
-            'input_size': int(params.task.model.input_size[0]),
-            'train_steps': steps, 'batch_size': batch,
+            'input_size': last['input_size'],
+            'train_steps': last['train_steps'],
+            'batch_size': last['batch_size'],
+            'stages': stages,
             'timings_s': dict(self.timings),
-            # The train stage's wall time includes start-up and in-loop
+            # The train stages' wall time includes start-up and in-loop
             # validation, so this is a lower bound of the step's rate.
-            'train_images_per_s': steps * batch / train_s if train_s else None,
+            'train_images_per_s': images / train_s if train_s else None,
             'pq': {name: {split: {g: (r.get(g) or {}).get('pq')
                                   for g in ('All', 'Things', 'Stuff')}
                           for split, r in results.items()}
@@ -193,10 +256,12 @@ class Demo:
 
     # Stages -----------------------------------------------------------------
     def data(self):
-        _banner('1/8 data: generate the shapes set (train, val and the '
-                'shifted look no run trains on) and convert to TFRecords')
+        _banner(f'1/8 data: generate the shapes set (train in the '
+                f'{TRAIN_STYLE!r} look, val, and the shifted look no run '
+                'trains on) and convert to TFRecords')
         for split, n, style, start in (
-                ('train', self.b.num_train, ['--seed', '1'], 1),
+                ('train', self.b.num_train,
+                 ['--seed', '1', '--style', TRAIN_STYLE], 1),
                 ('val', self.b.num_val, ['--seed', '2'], 1000001),
                 ('shifted', self.b.num_shifted, ['--style', 'shifted'],
                  2000001)):
@@ -223,12 +288,21 @@ class Demo:
                               '--output_prefix', prefix, '--num_shards', '2'])
 
     def train(self):
-        _banner(f'2/8 train: {self.experiment} through the train CLI '
-                '(resumes from the latest checkpoint)')
-        self.run('train', ['-m', 'maskconver_tf.train', '--mode',
-                           'train_and_eval', '--model_dir', self.path('model'),
-                           '--enable_async_checkpointing=false']
-                 + self.experiment_args(), log_name='train.log')
+        for i, stage in enumerate(self.stages, start=1):
+            _banner(f'2/8 train, stage {i}/{len(self.stages)} ({stage.name}): '
+                    f'{self.experiment} through the train CLI (resumes from '
+                    'the latest checkpoint)')
+            extra = ({'task.init_checkpoint': self.path(stage.init_from)}
+                     if stage.init_from else {})
+            t0 = time.time()
+            self.run(f'train {stage.name}', [
+                '-m', 'maskconver_tf.train', '--mode', 'train_and_eval',
+                '--model_dir', self.path(stage.model_dir),
+                '--enable_async_checkpointing=false']
+                + self.experiment_args(stage, **extra),
+                log_name=f'train_{stage.model_dir}.log')
+            self.timings['train'] = (self.timings.get('train', 0.0)
+                                     + time.time() - t0)
 
     def evaluate(self, name, model_flag, model_path, split='val'):
         suffix = '' if split == 'val' else f'_{split}'
@@ -296,10 +370,13 @@ class Demo:
         _banner('8/8 report')
         from maskconver_tf.visualization import grid, plots
         figures = {}
-        curve = self.path('report', 'training_curves.png')
-        os.makedirs(os.path.dirname(curve), exist_ok=True)
-        plots.plot_training_curves(self.path('model'), curve)
-        figures['curves'] = curve
+        os.makedirs(self.path('report'), exist_ok=True)
+        for stage in self.stages:
+            suffix = '' if stage.model_dir == 'model' else f'_{stage.model_dir}'
+            curve = self.path('report', f'training_curves{suffix}.png')
+            plots.plot_training_curves(self.path(stage.model_dir), curve,
+                                       title=f'training, {stage.name}')
+            figures[f'curves {stage.name}'] = curve
         for split, predict_dir in predict_dirs.items():
             name = ('overlays_vs_groundtruth' if split == 'val'
                     else f'overlays_vs_groundtruth_{split}')
@@ -411,9 +488,23 @@ def render_report(demo, pq, latency, figures):
         '',
         f'Budget `{demo.budget_name}`: {demo.b.num_train} train / '
         f'{demo.b.num_val} val shapes images at {demo.image_size} px; '
-        f'experiment `{demo.experiment}` ({rel(demo.config_file) if demo.config_file.startswith(demo.out) else os.path.relpath(demo.config_file, REPO_ROOT)}).',
-        *([f'Overrides on top of the YAML: `{demo.params_override}`.']
-          if demo.params_override else []),
+        f'experiment `{demo.experiment}`; training data in the '
+        f'`{TRAIN_STYLE}` look.',
+        '',
+        'Training stages (each resumes from its model_dir; a later one starts '
+        'from the checkpoint of the one it names):',
+        '',
+        '| stage | YAMLs | input (px) | steps x batch | starts from | '
+        'minutes |',
+        '| --- | --- | --- | --- | --- | --- |',
+        *[f'| {s["name"]} | '
+          + ' + '.join(f'`experiments/{n}`' for n in stage.config_files)
+          + f' | {s["input_size"]} | {s["train_steps"]} x {s["batch_size"]} | '
+          f'{stage.init_from or "-"} | {s["seconds"] / 60:.1f} |'
+          for stage, s in zip(demo.stages, demo.summary(pq)['stages'])],
+        '',
+        *([f'Overrides on top of the YAMLs (every stage): '
+           f'`{demo.params_override}`.'] if demo.params_override else []),
         f'Total wall time {demo.timings.get("total", 0) / 60:.1f} min '
         f'(training {demo.timings.get("train", 0) / 60:.1f} min).',
         '',
@@ -445,7 +536,9 @@ def render_report(demo, pq, latency, figures):
             f'{r.get("p90_ms", float("nan")):.2f} | '
             f'{r.get("delegate", "")} |')
     lines += ['', '## Figures', '',
-              f'![training curves]({rel(figures["curves"])})', '',
+              *[f'![training curves, {stage.name}]'
+                f'({rel(figures["curves " + stage.name])})\n'
+                for stage in demo.stages],
               f'![overlays vs ground truth, val]({rel(figures["grid val"])})',
               '',
               '![overlays vs ground truth, shifted]'
@@ -453,7 +546,9 @@ def render_report(demo, pq, latency, figures):
               '## Outputs', '',
               f'- data: `{rel(demo.path("data"))}`, TFRecords: '
               f'`{rel(demo.path("tfrecords"))}`',
-              f'- checkpoints and TensorBoard: `{rel(demo.path("model"))}`',
+              '- checkpoints and TensorBoard: '
+              + ', '.join(f'`{rel(demo.path(stage.model_dir))}`'
+                          for stage in demo.stages),
               f'- predictions + pq.json: `{rel(demo.path("eval"))}`',
               f'- exports: `{rel(demo.path("export"))}`',
               f'- overlays: `{rel(demo.path("predict"))}`, '

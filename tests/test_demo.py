@@ -26,9 +26,12 @@ def test_every_stage_wrote_its_outputs(smoke_run):
     b = demo.BUDGETS['smoke']
     with open(out / 'data' / 'train' / 'panoptic.json') as f:
         assert len(json.load(f)['images']) == b.num_train
-    assert (out / 'model' / 'params.yaml').exists()
-    assert any(n.startswith(f'ckpt-{b.train_steps}.')
-               for n in os.listdir(out / 'model'))
+    with open(out / 'data' / 'train' / 'panoptic.json') as f:
+        assert json.load(f)['info']['style'] == demo.TRAIN_STYLE
+    for model_dir in ('model_128', 'model'):
+        assert (out / model_dir / 'params.yaml').exists()
+        assert any(n.startswith(f'ckpt-{b.train_steps}.')
+                   for n in os.listdir(out / model_dir))
     with open(out / 'data' / 'shifted' / 'panoptic.json') as f:
         shifted = json.load(f)
     assert len(shifted['images']) == b.num_shifted
@@ -49,7 +52,8 @@ def test_every_stage_wrote_its_outputs(smoke_run):
         assert lat['mean_ms'] > 0 and lat['p90_ms'] >= lat['p50_ms']
     for split in ('predict', 'predict_shifted'):
         assert len(os.listdir(out / split / 'overlays')) == b.num_overlays
-    assert (out / 'report' / 'training_curves.png').stat().st_size > 1000
+    for name in ('training_curves', 'training_curves_model_128'):
+        assert (out / 'report' / f'{name}.png').stat().st_size > 1000
     for name in ('overlays_vs_groundtruth', 'overlays_vs_groundtruth_shifted'):
         assert (out / 'report' / f'{name}.png').stat().st_size > 1000
 
@@ -74,6 +78,25 @@ def test_report_holds_numbers_and_commands(smoke_run):
     assert 'overlays_vs_groundtruth_shifted.png' in text
 
 
+def test_second_stage_starts_from_the_first_at_its_own_size(smoke_run):
+    import yaml
+    b = demo.BUDGETS['smoke']
+    with open(smoke_run / 'model' / 'params.yaml') as f:
+        second = yaml.safe_load(f)
+    with open(smoke_run / 'model_128' / 'params.yaml') as f:
+        first = yaml.safe_load(f)
+    assert second['task']['init_checkpoint'] == str(smoke_run / 'model_128')
+    assert second['task']['init_checkpoint_modules'] == 'all'
+    assert first['task']['init_checkpoint'] in (None, '')
+    assert [first['task']['model']['input_size'][0],
+            second['task']['model']['input_size'][0]] == list(b.input_sizes)
+    # The fine-tune YAML's own settings survive the smoke overrides.
+    assert second['task']['model']['panoptic_generator'][
+        'small_area_threshold'] == 64
+    log = (smoke_run / 'logs' / 'train_model.log').read_text()
+    assert f"Restored ['all'] from {smoke_run / 'model_128' / 'ckpt-'}" in log
+
+
 def test_second_run_reuses_data_and_checkpoint(smoke_run, capsys):
     b = demo.BUDGETS['smoke']
     d = demo.Demo(str(smoke_run), 'smoke')
@@ -82,19 +105,23 @@ def test_second_run_reuses_data_and_checkpoint(smoke_run, capsys):
     out = capsys.readouterr().out
     assert 'reusing' in out
     # The trainer found the finished checkpoint: no new checkpoint step.
-    steps = sorted(int(m.group(1)) for n in os.listdir(smoke_run / 'model')
-                   if (m := re.match(r'ckpt-(\d+)\.index', n)))
-    assert steps[-1] == b.train_steps
+    for model_dir in ('model_128', 'model'):
+        steps = sorted(int(m.group(1))
+                       for n in os.listdir(smoke_run / model_dir)
+                       if (m := re.match(r'ckpt-(\d+)\.index', n)))
+        assert steps[-1] == b.train_steps, model_dir
     assert [s for s in d.commands if s[0] == 'data'] == []
 
 
 def test_params_override_goes_last_and_sets_the_export_size(tmp_path):
+    assert demo.Demo(str(tmp_path), 'smoke').input_size == 128
     d = demo.Demo(str(tmp_path), 'smoke', params_override=(
-        'task.model.input_size=[96,96,3],'
-        'task.model.panoptic_generator.output_size=[96,96]'))
-    assert demo.Demo(str(tmp_path), 'smoke').input_size == 64
-    assert d.input_size == 96 and d.image_size == 64
-    assert d.overrides().endswith('output_size=[96,96]')
+        'task.model.input_size=[80,80,3],'
+        'task.model.panoptic_generator.output_size=[80,80]'))
+    assert d.input_size == 80 and d.image_size == 64
+    assert d.overrides().endswith('output_size=[80,80]')
+    first = d.resolved_params(d.stages[0]).task.model.input_size
+    assert first[0] == 80  # the user's overrides win in every stage
     with pytest.raises(KeyError, match='no_such_field'):
         demo.Demo(str(tmp_path), 'smoke',
                   params_override='task.no_such_field=1').input_size
@@ -110,13 +137,18 @@ def test_levers_table_row_carries_the_runs_numbers(smoke_run, capsys):
     b = demo.BUDGETS['smoke']
     assert (summary['train_steps'], summary['batch_size'],
             summary['input_size']) == (b.train_steps, b.batch_size,
-                                       b.image_size)
+                                       b.input_sizes[-1])
+    assert [s['input_size'] for s in summary['stages']] == list(b.input_sizes)
+    stage_s = [summary['timings_s'][f'train {s["name"]}']
+               for s in summary['stages']]
+    assert summary['timings_s']['train'] == pytest.approx(sum(stage_s), 1e-3)
     assert summary['train_images_per_s'] == pytest.approx(
-        b.train_steps * b.batch_size / summary['timings_s']['train'])
+        2 * b.train_steps * b.batch_size / summary['timings_s']['train'])
     demo_levers.main([f'{smoke_run}:smoke'])
     line = capsys.readouterr().out.strip().splitlines()[-1]
     cells = [c.strip() for c in line.strip('|').split('|')]
-    assert cells[0] == 'smoke' and cells[3] == f'{b.train_steps} x {b.batch_size}'
+    assert cells[0] == 'smoke' and cells[2] == '64 -> 128'
+    assert cells[3] == ' + '.join([f'{b.train_steps} x {b.batch_size}'] * 2)
     with open(smoke_run / 'eval' / 'tflite_float32_shifted' / 'pq.json') as f:
         shifted = json.load(f)
     want = ' / '.join('-' if shifted[g]['pq'] is None
