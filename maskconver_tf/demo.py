@@ -510,7 +510,8 @@ def render_report(demo, pq, latency, figures):
         '',
         '## Official PQ (panopticapi rules)',
         '',
-        f'val: {demo.b.num_val} images of the training look; shifted: '
+        f'val: {demo.b.num_val} images of the clean look (half the '
+        f'`{TRAIN_STYLE}` training images are in it); shifted: '
         f'{demo.b.num_shifted} images of the generator\'s `shifted` style '
         '(more and more crowded things, patterns, lighting, noise, blur, '
         'JPEG artefacts; a seed no run trains on).',
