@@ -121,6 +121,8 @@ class Ablation:
         self.work_dir = os.path.abspath(work_dir)
         # The demo's data stage and command runner, on its full budget.
         self.demo = demo.Demo(data_dir or self.work_dir, 'full')
+        # Both arms train the demo's 128 px stage alone.
+        self.stage = self.demo.stages[0]
         self.train_steps = train_steps
 
     def overrides(self, arm):
@@ -131,12 +133,13 @@ class Ablation:
                 'trainer.train_steps': self.train_steps,
                 'trainer.optimizer_config.learning_rate.cosine.decay_steps':
                     self.train_steps})
-        return self.demo.overrides(**extra)
+        return self.demo.overrides(self.stage, **extra)
 
     def experiment_args(self, arm):
-        return ['--experiment', demo.EXPERIMENT, '--config_file',
-                self.demo.config_file, '--params_override',
-                self.overrides(arm)]
+        args = ['--experiment', demo.EXPERIMENT]
+        for path in self.demo.config_files(self.stage):
+            args += ['--config_file', path]
+        return args + ['--params_override', self.overrides(arm)]
 
     def train(self, arm):
         model_dir = os.path.join(self.work_dir, f'embedding_{arm}')

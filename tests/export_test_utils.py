@@ -3,17 +3,36 @@
 `compare_outputs` compares two output dicts of the serving contract:
 float outputs (logits, scores) to an absolute tolerance, int maps by the
 share of equal pixels, and names / dtypes / shapes exactly.
-`run_all` runs the Keras export module, the SavedModel signature and a
-.tflite on the same preprocessed images and compares every pair.
+`shapes_params` / `shapes_model` give the small shapes model the export
+and graph-rewrite tests share. `run_all` runs the Keras export module, the
+SavedModel signature and a .tflite on the same preprocessed images and
+compares every pair.
 """
 
 import numpy as np
 import tensorflow as tf
 
+from maskconver_tf.serving import export_module
 from maskconver_tf.serving import tflite_conversion
 
 MAP_KEYS = ('category_mask', 'instance_mask')
 LOGIT_KEYS = ('class_heatmaps', 'mask_logits')
+
+
+def shapes_params(size):
+    """`maskconver_shapes` at size x size px, panoptic output at the input."""
+    params = export_module.load_params('maskconver_shapes')
+    params.task.model.input_size = [size, size, 3]
+    params.task.model.panoptic_generator.output_size = []
+    return params
+
+
+def shapes_model(params, seed=3):
+    """The export module's (seeded) model for `shapes_params`."""
+    tf.keras.utils.set_random_seed(seed)
+    size = params.task.model.input_size[:2]
+    return export_module.MaskConverModule(
+        params, batch_size=None, input_image_size=list(size)).model
 
 
 def agreement(a, b):

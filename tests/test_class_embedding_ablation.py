@@ -100,7 +100,7 @@ def test_arm_overrides_apply_to_the_experiment(tmp_path):
     runner = ablation.Ablation(str(tmp_path), train_steps=40)
     for arm, want in (('off', False), ('on', True)):
         params = export_module.load_params(
-            'maskconver_shapes', [runner.demo.config_file],
+            'maskconver_shapes', runner.demo.config_files(runner.stage),
             runner.overrides(arm))
         assert params.task.model.mask_embedding.use_class_embedding is want
         assert params.trainer.train_steps == 40

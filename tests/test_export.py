@@ -22,18 +22,12 @@ SIZE = 64
 
 @pytest.fixture(scope='module')
 def params():
-    p = export_module.load_params('maskconver_shapes')
-    p.task.model.input_size = [SIZE, SIZE, 3]
-    p.task.model.panoptic_generator.output_size = []
-    return p
+    return export_test_utils.shapes_params(SIZE)
 
 
 @pytest.fixture(scope='module')
 def model(params):
-    tf.keras.utils.set_random_seed(3)
-    module = export_module.MaskConverModule(
-        params, batch_size=None, input_image_size=[SIZE, SIZE])
-    return module.model
+    return export_test_utils.shapes_model(params)
 
 
 def _images(seed, shapes):

@@ -11,20 +11,16 @@ from maskconver_tf.configs import maskconver as maskconver_cfg
 from maskconver_tf.data.descriptor import DatasetDescriptor
 from maskconver_tf.modeling import factory
 from maskconver_tf.modeling.layers import post_processing
-from maskconver_tf.serving import export_module
 from maskconver_tf.serving import graph_rewrites
+
+import export_test_utils
 
 SIZE = 64
 
 
 @pytest.fixture(scope='module')
 def model():
-    params = export_module.load_params('maskconver_shapes')
-    params.task.model.input_size = [SIZE, SIZE, 3]
-    params.task.model.panoptic_generator.output_size = []
-    tf.keras.utils.set_random_seed(3)
-    return export_module.MaskConverModule(
-        params, batch_size=None, input_image_size=[SIZE, SIZE]).model
+    return export_test_utils.shapes_model(export_test_utils.shapes_params(SIZE))
 
 
 def _mobile(**overrides):
