@@ -385,9 +385,10 @@ class Demo:
                 predict_dir, self.path('data', split))
             grid.save_overlay_grid(grid_png, images, preds, gts, descriptor)
             figures[f'grid {split}'] = grid_png
+        summary = self.summary(pq)
         with open(self.path('report', 'summary.json'), 'w') as f:
-            json.dump(self.summary(pq), f, indent=1)
-        text = render_report(self, pq, latency, figures)
+            json.dump(summary, f, indent=1)
+        text = render_report(self, summary, pq, latency, figures)
         with open(self.path('REPORT.md'), 'w') as f:
             f.write(text)
         print(text)
@@ -481,7 +482,7 @@ def _drop(pq, split):
         return None
 
 
-def render_report(demo, pq, latency, figures):
+def render_report(demo, summary, pq, latency, figures):
     rel = lambda p: os.path.relpath(p, demo.out)  # noqa: E731
     lines = [
         '# MaskConver demo report',
@@ -501,7 +502,7 @@ def render_report(demo, pq, latency, figures):
           + ' + '.join(f'`experiments/{n}`' for n in stage.config_files)
           + f' | {s["input_size"]} | {s["train_steps"]} x {s["batch_size"]} | '
           f'{stage.init_from or "-"} | {s["seconds"] / 60:.1f} |'
-          for stage, s in zip(demo.stages, demo.summary(pq)['stages'])],
+          for stage, s in zip(demo.stages, summary['stages'])],
         '',
         *([f'Overrides on top of the YAMLs (every stage): '
            f'`{demo.params_override}`.'] if demo.params_override else []),
