@@ -207,14 +207,9 @@ class Demo:
     def resolved_params(self, stage=None):
         """The experiment config `stage` runs: YAMLs, then overrides."""
         from maskconver_tf import registry_imports  # noqa: F401
-        from official.core import exp_factory
-        from official.modeling import hyperparams
-        params = exp_factory.get_exp_config(self.experiment)
-        for path in self.config_files(stage):
-            params = hyperparams.override_params_dict(params, path,
-                                                      is_strict=True)
-        return hyperparams.override_params_dict(params, self.overrides(stage),
-                                                is_strict=True)
+        from maskconver_tf.serving import export_module
+        return export_module.load_params(
+            self.experiment, self.config_files(stage), self.overrides(stage))
 
     @property
     def input_size(self):
