@@ -4,7 +4,7 @@ Example:
   python benchmarks/tflite_matrix.py --sizes 256,640 --work_dir /tmp/mc_matrix \
     [--experiment maskconver_mobilenet_mh_coco] [--checkpoint_path CKPT] \
     [--graphs full_s4_split,cnn_split] [--xnnpack on|off|both] \
-    [--build_only] [--litert_benchmark] [--record]
+    [--build_only] [--litert_benchmark] [--record] [--json rows.json]
 
 For each input size: exports the experiment's model (default the reference
 mobile model, maskconver_mobilenet_mh_coco) as a tflite-type SavedModel,
@@ -207,6 +207,23 @@ def tf_cpu_latency(saved_model_dir, num_threads, num_runs):
             return json.load(f)
 
 
+def write_rows(path, rows, args):
+    """The matrix as JSON: one dict per (size, graph, precision, XNNPACK)."""
+    keys = ('mean_ms', 'p50_ms', 'p90_ms', 'min_ms', 'init_ms', 'size_bytes',
+            'litert_mean_ms')
+    out = {'experiment': args.experiment, 'num_threads': args.num_threads,
+           'rounds': args.rounds, 'num_runs': args.num_runs,
+           'checkpoint_path': args.checkpoint_path,
+           'load_average': list(os.getloadavg()),
+           'rows': [dict(size=size, graph=graph, precision=label,
+                         xnnpack=xnnpack,
+                         **{k: r[k] for k in keys if k in r})
+                    for size, graph, label, xnnpack, r in rows]}
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, 'w') as f:
+        json.dump(out, f, indent=1)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--sizes', default='256,640')
@@ -235,6 +252,9 @@ def main(argv=None):
                         help='convert only (time later, on a quiet machine)')
     parser.add_argument('--record', action='store_true',
                         help='append the table to benchmarks/RESULTS.md')
+    parser.add_argument('--json', default=None,
+                        help='also write the rows to this JSON file '
+                        '(benchmarks/backbone_comparison.py reads it)')
     args = parser.parse_args(argv)
     graphs = GRAPHS
     if args.graphs:
@@ -325,6 +345,8 @@ def main(argv=None):
             'a 4x coarser canvas; full graphs use the sparse heads unless '
             'marked dense.')
     print(note)
+    if args.json:
+        write_rows(args.json, rows, args)
     if args.record:
         from benchmarks import results_io
         results_io.append_section(
