@@ -289,15 +289,14 @@ class Demo:
                     'the latest checkpoint)')
             extra = ({'task.init_checkpoint': self.path(stage.init_from)}
                      if stage.init_from else {})
-            t0 = time.time()
             self.run(f'train {stage.name}', [
                 '-m', 'maskconver_tf.train', '--mode', 'train_and_eval',
                 '--model_dir', self.path(stage.model_dir),
                 '--enable_async_checkpointing=false']
                 + self.experiment_args(stage, **extra),
                 log_name=f'train_{stage.model_dir}.log')
-            self.timings['train'] = (self.timings.get('train', 0.0)
-                                     + time.time() - t0)
+        self.timings['train'] = sum(self.timings[f'train {s.name}']
+                                    for s in self.stages)
 
     def evaluate(self, name, model_flag, model_path, split='val'):
         suffix = '' if split == 'val' else f'_{split}'
