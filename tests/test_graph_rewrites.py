@@ -179,6 +179,34 @@ def test_fold_batch_norm_matches_depthwise_then_norm():
             conv, tf_keras.layers.LayerNormalization())
 
 
+@pytest.mark.parametrize('h,w,kernel_size', [(9, 11, 7), (2, 3, 7),
+                                              (6, 6, 3)])
+def test_depthwise_at_is_the_conv_at_those_cells(h, w, kernel_size):
+    rng = np.random.RandomState(h * w)
+    x = tf.constant(rng.randn(2, h, w, 5), tf.float32)
+    kernel = tf.constant(rng.randn(kernel_size, kernel_size, 5, 1),
+                         tf.float32)
+    bias = tf.constant(rng.randn(5), tf.float32)
+    # Corners (windows mostly padding), the centre, a repeated cell.
+    indices = tf.constant([[[0, 0], [h - 1, w - 1], [h // 2, w // 2],
+                            [0, w - 1]],
+                           [[h - 1, 0], [h // 2, 1], [h // 2, 1],
+                            [1, w // 2]]], tf.int32)
+    dense = tf.nn.bias_add(tf.nn.depthwise_conv2d(x, kernel, [1, 1, 1, 1],
+                                                  'SAME'), bias)
+    want = tf.gather_nd(dense, indices, batch_dims=1)
+    got = graph_rewrites.depthwise_at(x, kernel, indices, bias=bias)
+    assert got.shape == (2, 4, 5)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    # Row 0, column 0 by hand: taps (r, c) read x[r - top, c - left].
+    top = (kernel_size - 1) // 2
+    by_hand = bias[0] + sum(
+        x[0, r - top, c - top, 0] * kernel[r, c, 0, 0]
+        for r in range(top, min(kernel_size, top + h))
+        for c in range(top, min(kernel_size, top + w)))
+    np.testing.assert_allclose(got[0, 0, 0], by_hand, rtol=1e-5)
+
+
 def test_sparse_heads_equal_the_dense_path():
     """The export's sparse heads compute `call`'s inference outputs: same
     heatmaps and proposals, mask logits to float rounding."""

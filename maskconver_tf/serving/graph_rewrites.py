@@ -12,8 +12,9 @@ same inputs); `export_module` only assembles them:
   and bias before it is split;
 - `split_large_depthwise`: a scope in which a model's large depthwise
   layers compute the two above;
-- `sparse_heads` (+ `supports_sparse_heads`): the heads' per-pixel tails
-  run only at the K proposals.
+- `sparse_heads` (+ `supports_sparse_heads`, `depthwise_at`): the
+  center-embedding head's last depthwise conv and the heads' per-pixel
+  tails run only at the K proposals.
 """
 
 import contextlib
@@ -173,6 +174,51 @@ def split_depthwise_conv(x: tf.Tensor, kernel: tf.Tensor, max_taps: int = 25,
     return out
 
 
+def depthwise_at(x: tf.Tensor, kernel: tf.Tensor, indices: tf.Tensor,
+                 max_taps: int = 25, bias: Optional[tf.Tensor] = None
+                 ) -> tf.Tensor:
+    """A SAME, stride-1 depthwise conv evaluated at K cells only.
+
+    Gathers the kh x kw window around each cell from the zero-padded input
+    and runs the kernel VALID on the K windows (as `depthwise_tiles`, so
+    every piece stays a fast XNNPACK kernel): the conv's output at those
+    cells, exactly, at K / (h w) of the cost.
+
+    Args:
+      x: float [B, h, w, C] with static h, w.
+      kernel: [kh, kw, C, M] depthwise kernel.
+      indices: int32 [B, K, 2], (y, x) cells in [0, h) x [0, w).
+      max_taps: most taps per piece.
+      bias: optional [C * M].
+
+    Returns:
+      float [B, K, C * M]: row k is the conv's output at indices[:, k].
+    """
+    kh, kw = int(kernel.shape[0]), int(kernel.shape[1])
+    _, h, w, channels = x.shape
+    top, left = (kh - 1) // 2, (kw - 1) // 2
+    kernel, top, left = reachable_taps(kernel, top, left, h, w)
+    kh, kw = int(kernel.shape[0]), int(kernel.shape[1])
+    padded = tf.pad(x, [[0, 0], [top, kh - 1 - top], [left, kw - 1 - left],
+                        [0, 0]])
+    # Output cell (y, x) reads padded rows y .. y + kh - 1, columns likewise.
+    offsets = tf.constant([[r, c] for r in range(kh) for c in range(kw)],
+                          tf.int32)
+    cells = indices[:, :, tf.newaxis, :] + offsets
+    windows = tf.reshape(tf.gather_nd(padded, cells, batch_dims=1),
+                         [-1, kh, kw, channels])
+    out = None
+    for r0, r1, c0, c1 in depthwise_tiles(kh, kw, max_taps):
+        y = tf.nn.depthwise_conv2d(windows[:, r0:r1, c0:c1],
+                                   kernel[r0:r1, c0:c1], [1, 1, 1, 1],
+                                   'VALID')
+        if out is None:
+            out = y if bias is None else tf.nn.bias_add(y, bias)
+        else:
+            out += y
+    return tf.reshape(out, [-1, indices.shape[1], out.shape[-1]])
+
+
 def _split_depthwise_call(layer, max_taps, inputs):
     outputs = split_depthwise_conv(inputs, layer.depthwise_kernel, max_taps,
                                    layer.bias if layer.use_bias else None)
@@ -279,17 +325,46 @@ def supports_sparse_heads(model) -> bool:
                 and getattr(pixel, 'has_pointwise_tail', False))
 
 
+def _center_features_at(head, features, indices):
+    """`head.spatial_features` at the K cells, float [B, K, C]: with its
+    last depthwise conv run only there (`depthwise_at`) when it has one."""
+    if not (head.ends_in_depthwise
+            and _point_evaluable(head.last_depthwise()[0])):
+        return gather_slots(head.spatial_features(features, training=False),
+                            indices)
+    x = head.spatial_features(features, training=False,
+                              before_last_depthwise=True)
+    layer, norm, activation = head.last_depthwise()
+    with tf.name_scope(layer.name):
+        if is_batch_norm(norm):
+            kernel, bias = fold_batch_norm(layer, norm)
+            return activation(depthwise_at(x, kernel, indices, bias=bias))
+        y = depthwise_at(x, layer.depthwise_kernel, indices,
+                         bias=layer.bias if layer.use_bias else None)
+    return activation(norm(y, training=False))
+
+
+def _point_evaluable(layer) -> bool:
+    return (isinstance(layer, tf_keras.layers.DepthwiseConv2D)
+            and tuple(layer.strides) == (1, 1)
+            and tuple(layer.dilation_rate) == (1, 1)
+            and layer.padding == 'same'
+            and layer.data_format == 'channels_last'
+            and layer.activation in (None, tf_keras.activations.linear))
+
+
 def sparse_heads(model: tf_keras.Model, images: tf.Tensor, propose=None
                  ) -> dict:
     """The model's inference path computing embeddings only where needed.
 
     The center-embedding head's output is only read at the K proposal
-    cells, and everything after its last depthwise conv acts on each pixel
-    alone, so that tail runs on K gathered vectors instead of the h x w map;
+    cells, so its last depthwise conv runs only at those cells
+    (`depthwise_at`) and everything after it, which acts on each pixel
+    alone, on K vectors instead of the h x w map;
     the mask-feature head's 1x1 classifier (E x E, bias b) moves to the slot
     side: <m, W f + b> = <W^T m, f> + <m, b>. The same function up to float
-    rounding without three of the heads' dense 1x1 convolutions (13% of the
-    mobile model's multiply-adds). Inference mode only.
+    rounding without one dense 7x7 depthwise conv and three of the heads'
+    dense 1x1 convolutions. Inference mode only.
 
     Args:
       model: a single-scale MaskConverModel (`supports_sparse_heads`).
@@ -315,9 +390,9 @@ def sparse_heads(model: tf_keras.Model, images: tf.Tensor, propose=None
     # Layer name scopes, as `__call__` would open them (op profiles
     # attribute ops to stages by these names).
     with tf.name_scope(center_head.name):
-        center = center_head.spatial_features(features, training=False)
         slots = center_head.pointwise_tail(
-            gather_slots(center, proposals['center_indices']),
+            _center_features_at(center_head, features,
+                                proposals['center_indices']),
             training=False)
     with tf.name_scope(pixel_head.name):
         pixels = pixel_head.pointwise_tail(

@@ -185,7 +185,8 @@ def float_tail(model: bytes, denylisted_ops: Sequence[str] = ()
     their broadcast SUB / SQUARED_DIFFERENCE run on slow reference kernels,
     measured 1.56 s of the flagship's 2.17 s at 640 px, and XNNPACK runs
     them fast in float), and layout ops fed by a float op (a denylisted op
-    or another such layout op). A graph without the scope (the CNN alone)
+    or another such layout op; not the int32 proposal cells, which feed the
+    center head's gathers). A graph without the scope (the CNN alone)
     keeps its LayerNorms and the denylisted ops float.
 
     Args:
@@ -217,7 +218,9 @@ def float_tail(model: bytes, denylisted_ops: Sequence[str] = ()
         keep = (in_scope or location.startswith(norms)
                 or (out in outputs and from_float
                     and graph.tensors[out].type == schema.TensorType.FLOAT32)
-                or (op_name in _LAYOUT_OPS and data_input in float_tensors))
+                or (op_name in _LAYOUT_OPS and data_input in float_tensors
+                    and graph.tensors[data_input].type
+                    == schema.TensorType.FLOAT32))
         if op_name in denylisted_ops or keep:
             float_tensors.update(op.outputs)
         if keep:
