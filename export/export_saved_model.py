@@ -50,9 +50,10 @@ flags.DEFINE_bool('split_depthwise', None, 'Trace depthwise kernels of more '
                   'function; fast with LiteRT XNNPACK). Default: on for '
                   '--input_type=tflite.')
 flags.DEFINE_bool('sparse_heads', None, 'Run the center-embedding head '
-                  'after its last depthwise conv at the K proposals only and '
+                  'from its last depthwise conv on at the K proposals only and '
                   'fold the mask-feature classifier into the slot embeddings '
-                  '(same function, three fewer dense 1x1 convs). Default: on '
+                  '(same function, one dense 7x7 depthwise and three dense 1x1 '
+                  'convs fewer). Default: on '
                   'when the model allows it (1x1 classifiers, no upsampling).')
 flags.DEFINE_bool('log_model_flops_and_params', False, 'As Model Garden.')
 

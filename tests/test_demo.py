@@ -25,9 +25,9 @@ def test_every_stage_wrote_its_outputs(smoke_run):
     out = smoke_run
     b = demo.BUDGETS['smoke']
     with open(out / 'data' / 'train' / 'panoptic.json') as f:
-        assert len(json.load(f)['images']) == b.num_train
-    with open(out / 'data' / 'train' / 'panoptic.json') as f:
-        assert json.load(f)['info']['style'] == demo.TRAIN_STYLE
+        train = json.load(f)
+    assert len(train['images']) == b.num_train
+    assert train['info']['style'] == demo.TRAIN_STYLE
     for model_dir in ('model_128', 'model'):
         assert (out / model_dir / 'params.yaml').exists()
         assert any(n.startswith(f'ckpt-{b.train_steps}.')
