@@ -393,9 +393,10 @@ def test_shapes_yaml_differs_from_the_registered_base_as_documented():
     assert diff(base, recipe) == {
         'task.model.num_instances': (50, 20),
         'task.train_data.parser.mask_target_stride': (1, 2),
-        'trainer.train_steps': (1500, 500),
+        'trainer.train_steps': (1500, 650),
         'trainer.optimizer_config.learning_rate.cosine.decay_steps': (1500,
-                                                                      500)}
+                                                                      650),
+        'trainer.validation_interval': (500, 650)}
 
 
 def test_init_checkpoint_modules_typo_fails_without_a_checkpoint():
