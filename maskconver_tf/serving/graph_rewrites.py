@@ -154,19 +154,35 @@ def split_depthwise_conv(x: tf.Tensor, kernel: tf.Tensor, max_taps: int = 25,
     Returns:
       float [B, H, W, C * M].
     """
+    _, h, w, _ = x.shape
+    padded, kernel = _pad_same(x, kernel)
+    return _sum_of_tiles(
+        kernel, max_taps, bias,
+        lambda r0, r1, c0, c1: padded[:, r0:r0 + h + r1 - r0 - 1,
+                                      c0:c0 + w + c1 - c0 - 1, :])
+
+
+def _pad_same(x, kernel):
+    """(x zero-padded as a SAME conv pads it, kernel cropped to the taps
+    that reach the image: `reachable_taps`)."""
     kh, kw = int(kernel.shape[0]), int(kernel.shape[1])
     _, h, w, _ = x.shape
-    top, left = (kh - 1) // 2, (kw - 1) // 2
-    kernel, top, left = reachable_taps(kernel, top, left, h, w)
+    kernel, top, left = reachable_taps(kernel, (kh - 1) // 2, (kw - 1) // 2,
+                                       h, w)
     kh, kw = int(kernel.shape[0]), int(kernel.shape[1])
-    padded = tf.pad(x, [[0, 0], [top, kh - 1 - top], [left, kw - 1 - left],
-                        [0, 0]])
+    return tf.pad(x, [[0, 0], [top, kh - 1 - top], [left, kw - 1 - left],
+                      [0, 0]]), kernel
+
+
+def _sum_of_tiles(kernel, max_taps, bias, window):
+    """Sum over `depthwise_tiles` of the VALID conv of tile (r0, r1, c0, c1)
+    with `window(r0, r1, c0, c1)`; bias on the first tile."""
     out = None
-    for r0, r1, c0, c1 in depthwise_tiles(kh, kw, max_taps):
-        window = padded[:, r0:r0 + h + r1 - r0 - 1,
-                        c0:c0 + w + c1 - c0 - 1, :]
-        y = tf.nn.depthwise_conv2d(window, kernel[r0:r1, c0:c1],
-                                   [1, 1, 1, 1], 'VALID')
+    for r0, r1, c0, c1 in depthwise_tiles(int(kernel.shape[0]),
+                                          int(kernel.shape[1]), max_taps):
+        y = tf.nn.depthwise_conv2d(window(r0, r1, c0, c1),
+                                   kernel[r0:r1, c0:c1], [1, 1, 1, 1],
+                                   'VALID')
         if out is None:
             out = y if bias is None else tf.nn.bias_add(y, bias)
         else:
@@ -194,28 +210,17 @@ def depthwise_at(x: tf.Tensor, kernel: tf.Tensor, indices: tf.Tensor,
     Returns:
       float [B, K, C * M]: row k is the conv's output at indices[:, k].
     """
+    channels = x.shape[-1]
+    padded, kernel = _pad_same(x, kernel)
     kh, kw = int(kernel.shape[0]), int(kernel.shape[1])
-    _, h, w, channels = x.shape
-    top, left = (kh - 1) // 2, (kw - 1) // 2
-    kernel, top, left = reachable_taps(kernel, top, left, h, w)
-    kh, kw = int(kernel.shape[0]), int(kernel.shape[1])
-    padded = tf.pad(x, [[0, 0], [top, kh - 1 - top], [left, kw - 1 - left],
-                        [0, 0]])
     # Output cell (y, x) reads padded rows y .. y + kh - 1, columns likewise.
     offsets = tf.constant([[r, c] for r in range(kh) for c in range(kw)],
                           tf.int32)
     cells = indices[:, :, tf.newaxis, :] + offsets
     windows = tf.reshape(tf.gather_nd(padded, cells, batch_dims=1),
                          [-1, kh, kw, channels])
-    out = None
-    for r0, r1, c0, c1 in depthwise_tiles(kh, kw, max_taps):
-        y = tf.nn.depthwise_conv2d(windows[:, r0:r1, c0:c1],
-                                   kernel[r0:r1, c0:c1], [1, 1, 1, 1],
-                                   'VALID')
-        if out is None:
-            out = y if bias is None else tf.nn.bias_add(y, bias)
-        else:
-            out += y
+    out = _sum_of_tiles(kernel, max_taps, bias,
+                        lambda r0, r1, c0, c1: windows[:, r0:r1, c0:c1])
     return tf.reshape(out, [-1, indices.shape[1], out.shape[-1]])
 
 
