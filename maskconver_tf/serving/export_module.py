@@ -128,9 +128,10 @@ class MaskConverModule(export_base.ExportModule):
             sums of tiles of <= 25 taps (`graph_rewrites.split_large_depthwise`); None = on
             for tflite.
           sparse_heads: run the center-embedding head's last depthwise conv
-            and pointwise tail at the K proposals only and fold the mask-feature classifier into the
-            slot embeddings (`graph_rewrites.sparse_heads`, the same
-            function); None = on when the model supports it.
+            and pointwise tail at the K proposals only and fold the
+            mask-feature classifier into the slot embeddings
+            (`graph_rewrites.sparse_heads`, the same function); None = on
+            when the model supports it.
           descriptor: DatasetDescriptor; default from `params.task`.
         """
         if input_type not in INPUT_TYPES:

@@ -268,13 +268,19 @@ def _inference_identity(inputs, training=None):
     return inputs
 
 
-def _splittable(layer, max_taps: int) -> bool:
+def _same_stride_one_depthwise(layer) -> bool:
+    """A channel-last SAME depthwise conv, stride 1, no dilation: what
+    `split_depthwise_conv` and `depthwise_at` compute."""
     return (isinstance(layer, tf_keras.layers.DepthwiseConv2D)
-            and layer.kernel_size[0] * layer.kernel_size[1] > max_taps
             and tuple(layer.strides) == (1, 1)
             and tuple(layer.dilation_rate) == (1, 1)
             and layer.padding == 'same'
             and layer.data_format == 'channels_last')
+
+
+def _splittable(layer, max_taps: int) -> bool:
+    return (_same_stride_one_depthwise(layer)
+            and layer.kernel_size[0] * layer.kernel_size[1] > max_taps)
 
 
 @contextlib.contextmanager
@@ -333,13 +339,14 @@ def supports_sparse_heads(model) -> bool:
 def _center_features_at(head, features, indices):
     """`head.spatial_features` at the K cells, float [B, K, C]: with its
     last depthwise conv run only there (`depthwise_at`) when it has one."""
-    if not (head.ends_in_depthwise
-            and _point_evaluable(head.last_depthwise()[0])):
+    layer, norm, activation = (head.last_depthwise()
+                               if head.ends_in_depthwise else (None,) * 3)
+    if not (_same_stride_one_depthwise(layer) and layer.activation in (
+            None, tf_keras.activations.linear)):
         return gather_slots(head.spatial_features(features, training=False),
                             indices)
     x = head.spatial_features(features, training=False,
                               before_last_depthwise=True)
-    layer, norm, activation = head.last_depthwise()
     with tf.name_scope(layer.name):
         if is_batch_norm(norm):
             kernel, bias = fold_batch_norm(layer, norm)
@@ -347,15 +354,6 @@ def _center_features_at(head, features, indices):
         y = depthwise_at(x, layer.depthwise_kernel, indices,
                          bias=layer.bias if layer.use_bias else None)
     return activation(norm(y, training=False))
-
-
-def _point_evaluable(layer) -> bool:
-    return (isinstance(layer, tf_keras.layers.DepthwiseConv2D)
-            and tuple(layer.strides) == (1, 1)
-            and tuple(layer.dilation_rate) == (1, 1)
-            and layer.padding == 'same'
-            and layer.data_format == 'channels_last'
-            and layer.activation in (None, tf_keras.activations.linear))
 
 
 def sparse_heads(model: tf_keras.Model, images: tf.Tensor, propose=None

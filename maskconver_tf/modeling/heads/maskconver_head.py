@@ -205,17 +205,20 @@ class MaskConverHead(tf_keras.layers.Layer):
     def last_depthwise(self, level=None):
         """(DepthwiseConv2D, its norm, activation fn) ending
         `spatial_features` (`ends_in_depthwise`)."""
-        if not self.ends_in_depthwise:
-            raise ValueError(f'{self.name}: the tower has no depthwise conv')
+        self._require_depthwise_end()
         depthwise_norms, _ = self._tower_norms(level)
         return (self._depthwise_convs[-1], depthwise_norms[-1],
                 self._activation_fn)
 
+    def _require_depthwise_end(self):
+        if not self.ends_in_depthwise:
+            raise ValueError(f'{self.name}: the tower has no depthwise conv')
+
     def _spatial_tower(self, x, training, level=None,
                        before_last_depthwise=False):
         """`spatial_features` after the fusion, with `level`'s norms."""
-        if before_last_depthwise and not self.ends_in_depthwise:
-            raise ValueError(f'{self.name}: the tower has no depthwise conv')
+        if before_last_depthwise:
+            self._require_depthwise_end()
         depthwise_norms, _ = self._tower_norms(level)
         for i in range(self._num_convs):
             if before_last_depthwise and i == self._num_convs - 1:
