@@ -74,7 +74,7 @@ def merge_at_stride(model: tf_keras.Model, mask_logits: tf.Tensor,
     config = dict(model.panoptic_merger.get_config())
     keys = ('is_thing_channel', 'channel_to_id', 'object_mask_threshold',
             'small_area_threshold', 'overlap_threshold',
-            'void_prob_threshold')
+            'void_prob_threshold', 'duplicate_iou_threshold')
     kwargs = {k: config[k] for k in keys if k in config}
     h, w = (int(v) for v in output_size)
     if h % merge_stride or w % merge_stride:
@@ -339,12 +339,16 @@ def supports_sparse_heads(model) -> bool:
 def _center_features_at(head, features, indices):
     """`head.spatial_features` at the K cells, float [B, K, C]: with its
     last depthwise conv run only there (`depthwise_at`) when it has one."""
-    layer, norm, activation = (head.last_depthwise()
-                               if head.ends_in_depthwise else (None,) * 3)
-    if not (_same_stride_one_depthwise(layer) and layer.activation in (
-            None, tf_keras.activations.linear)):
+    def dense_then_gather():
         return gather_slots(head.spatial_features(features, training=False),
                             indices)
+
+    if not head.ends_in_depthwise:
+        return dense_then_gather()
+    layer, norm, activation = head.last_depthwise()
+    if not (_same_stride_one_depthwise(layer) and layer.activation in (
+            None, tf_keras.activations.linear)):
+        return dense_then_gather()
     x = head.spatial_features(features, training=False,
                               before_last_depthwise=True)
     with tf.name_scope(layer.name):
