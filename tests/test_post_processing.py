@@ -222,6 +222,55 @@ def test_void_prob_threshold():
     np.testing.assert_array_equal(out['instance_mask'], [[1, 1, 0, 0]] * 2)
 
 
+# One thing read as two classes: q0 (id 7, .6) and q1 (id 23, .55) both
+# confident on cols 0-2 (q0 .9 / .6 / .9, q1 .6 / .9 / .6); q2 (stuff 150,
+# .8) owns col 3.
+DUPLICATE_PROBS = ([[.9, .6, .9, .1]] * 2, [[.6, .9, .6, .1]] * 2,
+                   [[.1, .1, .1, .9]] * 2)
+
+
+def test_duplicates_split_an_object_into_void_unless_suppressed():
+    # The reference merge: q0 wins cols 0 and 2 (.54 > .33), q1 col 1
+    # (.495 > .36): 4 and 2 of their 6 confident px, both fail .7 -> void.
+    out = _merge(DUPLICATE_PROBS, [1, 2, 3], [0.6, 0.55, 0.8])
+    np.testing.assert_array_equal(out['category_mask'],
+                                  [[0, 0, 0, 150]] * 2)
+    # IoU(q0, q1) = 6 / 6 = 1 > .5: q1 repeats the better q0 and is dropped,
+    # q0 takes all its 6 px; q2 (IoU 0 with both) stays.
+    out = _merge(DUPLICATE_PROBS, [1, 2, 3], [0.6, 0.55, 0.8],
+                 duplicate_iou_threshold=0.5)
+    np.testing.assert_array_equal(out['category_mask'],
+                                  [[7, 7, 7, 150]] * 2)
+    np.testing.assert_array_equal(out['instance_mask'], [[1, 1, 1, 0]] * 2)
+    np.testing.assert_array_equal(out['classes'], [7, 0, 150])
+
+
+def test_duplicate_proposals_by_score_not_slot_and_only_valid_suppress():
+    # Masks (logit > 0) on 1 x 4: q0 cols 0-1, q1 cols 0-2, q2 col 3,
+    # q3 cols 0-1. IoU: q0-q1 2/3, q0-q3 1, q1-q3 2/3, q2 disjoint.
+    masks = _masks([[.9, .9, .1, .1]], [[.9, .9, .9, .1]],
+                   [[.1, .1, .1, .9]], [[.9, .9, .1, .1]])
+
+    def dups(scores, valid, threshold):
+        return pp.duplicate_proposals(
+            tf.constant(masks), tf.constant([scores], tf.float32),
+            tf.constant([valid]), threshold).numpy()[0].tolist()
+
+    # q1 scores highest: it suppresses q0 and q3 at .6 (2/3 > .6), and q0
+    # suppresses q3 (IoU 1).
+    assert dups([.5, .9, .3, .4], [True] * 4, 0.6) == [True, False, False,
+                                                       True]
+    # At .7 only the IoU-1 pair is a duplicate: q3 (lower score).
+    assert dups([.5, .9, .3, .4], [True] * 4, 0.7) == [False, False, False,
+                                                       True]
+    # Equal scores: the lower slot wins.
+    assert dups([.5, .9, .3, .5], [True] * 4, 0.7) == [False, False, False,
+                                                       True]
+    # An invalid proposal suppresses nothing.
+    assert dups([.5, .9, .3, .4], [False, True, True, True], 0.7) == [
+        False, False, False, False]
+
+
 def test_small_area_filter():
     # q0 (id 7, .9) wins cols 0-2 (6 px), q1 (id 23, .8) wins col 3 (2 px).
     probs = ([[.9, .9, .9, .1]] * 2, [[.1, .1, .1, .9]] * 2)
@@ -355,7 +404,8 @@ def test_layers_config_round_trip():
     proposal_layer = pp.MaskConverProposalGenerator(max_proposals=3)
     merger = pp.PanopticMerger(IS_THING, CHANNEL_TO_ID, output_size=(16, 16),
                                small_area_threshold=2, overlap_threshold=0.3,
-                               void_prob_threshold=0.2, name='merger')
+                               void_prob_threshold=0.2,
+                               duplicate_iou_threshold=0.8, name='merger')
     proposal_copy = pp.MaskConverProposalGenerator.from_config(
         proposal_layer.get_config())
     merger_config = tf_keras.saving.serialize_keras_object(merger)
@@ -468,7 +518,8 @@ def _tflite_case(with_image_info):
             mask_logits, proposals['classes'], proposals['scores'],
             [False, True, True, False, False], [0, 3, 5, 9, 11], (32, 32),
             overlap_threshold=0.2, image_info=image_info,
-            void_prob_threshold=0.3 if with_image_info else None)
+            void_prob_threshold=0.3 if with_image_info else None,
+            duplicate_iou_threshold=None if with_image_info else 0.3)
         return {**proposals, **merged}
 
     flatbuffer, ops = _convert_and_check_builtins(post_process, specs)

@@ -86,11 +86,17 @@ class ProposalGenerator(hyperparams.Config):
 
 @dataclasses.dataclass
 class PanopticGenerator(hyperparams.Config):
-    """Panoptic merge; output_size [] = the model input size."""
+    """Panoptic merge; output_size [] = the model input size.
+
+    duplicate_iou_threshold: None (the reference) or the mask IoU above which
+    a proposal repeating a better one is dropped, whatever its class
+    (`post_processing.duplicate_proposals`).
+    """
     output_size: List[int] = dataclasses.field(default_factory=list)
     object_mask_threshold: float = 0.01
     small_area_threshold: int = 256
     overlap_threshold: float = 0.7
+    duplicate_iou_threshold: Optional[float] = None
 
 
 def _default_norm_activation():

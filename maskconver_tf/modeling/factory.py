@@ -77,6 +77,7 @@ def _build_panoptic_merger(model_config, descriptor):
         object_mask_threshold=cfg.object_mask_threshold,
         small_area_threshold=cfg.small_area_threshold,
         overlap_threshold=cfg.overlap_threshold,
+        duplicate_iou_threshold=cfg.duplicate_iou_threshold,
         input_size=input_hw,
         name='panoptic_merger')
 

@@ -274,6 +274,44 @@ def slot_areas(winner: tf.Tensor, k: int) -> tf.Tensor:
     return tf.reshape(counts, [-1, k + 1])[:, :k]
 
 
+def duplicate_proposals(mask_logits: tf.Tensor, scores: tf.Tensor,
+                        valid: tf.Tensor, iou_threshold: float) -> tf.Tensor:
+    """Proposals whose mask repeats a better one's, whatever their classes.
+
+    Matrix ("fast") mask NMS on the logit grid: q is a duplicate iff some
+    valid p with a higher score (or the same score and a lower slot) has
+    IoU(p, q) > iou_threshold, masks being logit > 0 (probability > 0.5,
+    also under the hard sigmoid). The heatmap's peak NMS works per class
+    channel, so one object read as two classes gives two proposals with
+    nearly one mask; in `panoptic_merge` they split its pixels and both can
+    fail the overlap test, leaving a void hole. A ring and the disc in its
+    hole share a center but not a mask, so they are not duplicates.
+
+    Args:
+      mask_logits: float [B, h, w, K].
+      scores: float [B, K].
+      valid: bool [B, K], proposals that may suppress others.
+      iou_threshold: float in [0, 1).
+
+    Returns:
+      bool [B, K], True for duplicates.
+    """
+    _, h, w, k = mask_logits.shape
+    masks = tf.reshape(tf.cast(mask_logits > 0.0, tf.float32), [-1, h * w, k])
+    inter = tf.matmul(masks, masks, transpose_a=True)  # [B, K(p), K(q)]
+    area = tf.reduce_sum(masks, axis=1)
+    union = area[:, :, tf.newaxis] + area[:, tf.newaxis, :] - inter
+    iou = inter / tf.maximum(union, 1.0)
+    earlier = tf.range(k)[:, tf.newaxis] < tf.range(k)[tf.newaxis, :]
+    better = tf.logical_or(
+        scores[:, :, tf.newaxis] > scores[:, tf.newaxis, :],
+        tf.logical_and(tf.equal(scores[:, :, tf.newaxis],
+                                scores[:, tf.newaxis, :]), earlier))
+    suppresses = tf.logical_and(tf.logical_and(better, iou > iou_threshold),
+                                valid[:, :, tf.newaxis])
+    return tf.reduce_any(suppresses, axis=1)
+
+
 def panoptic_merge(mask_logits: tf.Tensor, classes: tf.Tensor,
                    scores: tf.Tensor, is_thing_channel: Sequence[bool],
                    channel_to_id: Sequence[int],
@@ -284,7 +322,8 @@ def panoptic_merge(mask_logits: tf.Tensor, classes: tf.Tensor,
                    image_info: Optional[tf.Tensor] = None,
                    input_size: Optional[Tuple[int, int]] = None,
                    void_prob_threshold: Optional[float] = None,
-                   use_hardware_optimization: bool = False) -> dict:
+                   use_hardware_optimization: bool = False,
+                   duplicate_iou_threshold: Optional[float] = None) -> dict:
     """Merges K scored mask proposals into category and instance maps.
 
     Steps: logits -> output canvas (plain bilinear resize, or with
@@ -326,6 +365,10 @@ def panoptic_merge(mask_logits: tf.Tensor, classes: tf.Tensor,
       use_hardware_optimization: if True, hard sigmoid at the native logit
         resolution, no resize (the reference's on-device path); output_size
         must equal (h, w) and image_info must be None.
+      duplicate_iou_threshold: optional float. If set, proposals that
+        `duplicate_proposals` finds (mask IoU above it with a better valid
+        proposal, any class) are invalid. Default None: the reference, which
+        lets duplicates compete.
 
     Returns:
       dict with
@@ -341,6 +384,7 @@ def panoptic_merge(mask_logits: tf.Tensor, classes: tf.Tensor,
                          f'{mask_logits.shape}.')
     out_h, out_w = output_size
     mask_logits = tf.cast(mask_logits, tf.float32)
+    mask_logits_grid = mask_logits
     classes = tf.cast(classes, tf.int32)
     scores = tf.cast(scores, tf.float32)
     if use_hardware_optimization:
@@ -363,6 +407,10 @@ def panoptic_merge(mask_logits: tf.Tensor, classes: tf.Tensor,
     dataset_ids = tf.gather(tf.constant(channel_to_id, tf.int32), classes)
     is_thing = tf.gather(tf.constant(is_thing_channel, tf.bool), classes)
     valid = tf.logical_and(scores > object_mask_threshold, dataset_ids > 0)
+    if duplicate_iou_threshold is not None:
+        # On the logit grid: the same masks as the canvas, at h x w cost.
+        valid = tf.logical_and(valid, tf.logical_not(duplicate_proposals(
+            mask_logits_grid, scores, valid, duplicate_iou_threshold)))
     # Invalid proposals score 0: they can only win pixels where every
     # product is 0, and are never kept, so those pixels end up void.
     scores = scores * tf.cast(valid, tf.float32)
@@ -445,7 +493,8 @@ class PanopticMerger(tf_keras.layers.Layer):
                  overlap_threshold: float = 0.7,
                  input_size: Optional[Sequence[int]] = None,
                  void_prob_threshold: Optional[float] = None,
-                 use_hardware_optimization: bool = False, **kwargs):
+                 use_hardware_optimization: bool = False,
+                 duplicate_iou_threshold: Optional[float] = None, **kwargs):
         kwargs.setdefault('dtype', 'float32')
         super().__init__(**kwargs)
         if len(is_thing_channel) != len(channel_to_id):
@@ -464,6 +513,9 @@ class PanopticMerger(tf_keras.layers.Layer):
             'void_prob_threshold': (None if void_prob_threshold is None
                                     else float(void_prob_threshold)),
             'use_hardware_optimization': bool(use_hardware_optimization),
+            'duplicate_iou_threshold': (
+                None if duplicate_iou_threshold is None
+                else float(duplicate_iou_threshold)),
         }
 
     def call(self, mask_logits, classes, scores, image_info=None):
