@@ -160,6 +160,11 @@ def test_maskconver_losses_combines_components():
     np.testing.assert_allclose(
         out['total_loss'], out['center_loss'] + 5.0 * (
             out['mask_bce_loss'] + out['mask_dice_loss']), rtol=1e-6)
+    out3 = losses.maskconver_losses(heat_logits, logits, labels,
+                                    mask_weight=5.0, center_weight=3.0)
+    np.testing.assert_allclose(
+        out3['total_loss'], 3.0 * out['center_loss'] + 5.0 * (
+            out['mask_bce_loss'] + out['mask_dice_loss']), rtol=1e-6)
     # 0 is a weight, not "unset".
     assert losses.effective_dice_weight(5.0, 0.0) == 0.0
     assert losses.effective_dice_weight(5.0, None) == 5.0
@@ -188,3 +193,51 @@ def test_float16_inputs_give_float32_results():
     for ref, half in pairs:
         assert half.dtype == tf.float32
         np.testing.assert_allclose(half.numpy(), ref.numpy(), rtol=1e-5)
+
+
+def test_center_class_loss_ranks_channels_at_centers():
+    # Two center cells: (0, 0) with one positive (channel 1) and (1, 1) with
+    # two (a ring and its disc: channels 1 and 2); cell (0, 1) is a Gaussian
+    # tail (0.6) and is not a center. Logits l: cell (0, 0) [0, 2, 1],
+    # cell (1, 1) [1, 0, 0].
+    logits = np.zeros([1, 2, 2, 3], np.float32)
+    logits[0, 0, 0] = [0.0, 2.0, 1.0]
+    logits[0, 1, 1] = [1.0, 0.0, 0.0]
+    logits[0, 0, 1] = [5.0, -5.0, 3.0]
+    targets = np.zeros([1, 2, 2, 3], np.float32)
+    targets[0, 0, 0, 1] = 1.0
+    targets[0, 1, 1, 1:] = 1.0
+    targets[0, 0, 1, 1] = 0.6
+    lse = lambda v: np.log(np.sum(np.exp(v)))  # noqa: E731
+    first = lse([0.0, 2.0, 1.0]) - 2.0
+    second = lse([1.0, 0.0, 0.0]) - lse([0.0, 0.0])
+    np.testing.assert_allclose(
+        losses.center_class_loss(logits, targets), (first + second) / 2,
+        rtol=1e-6)
+    # Weight 0 on cell (1, 1) (padding): only the first center counts.
+    weights = np.ones([1, 2, 2], np.float32)
+    weights[0, 1, 1] = 0.0
+    np.testing.assert_allclose(
+        losses.center_class_loss(logits, targets, weights), first, rtol=1e-6)
+    # The right class far above the others: ~0; no centers at all: 0.
+    logits[0, 0, 0] = [0.0, 30.0, 0.0]
+    logits[0, 1, 1] = [0.0, 30.0, 30.0]
+    assert float(losses.center_class_loss(logits, targets)) < 1e-6
+    assert float(losses.center_class_loss(logits, targets * 0.5)) == 0.0
+    # In the total with class_weight; absent (and not computed) at 0.
+    labels = {'heatmaps': targets, 'num_instances': np.array([2], np.int32),
+              'masks': np.zeros([1, 4, 4, 1], np.float32),
+              'mask_weights': np.ones([1, 1], np.float32),
+              'padding_mask': np.zeros([1, 4, 4], np.float32)}
+    mask_logits = np.zeros([1, 4, 4, 1], np.float32)
+    logits[0, 0, 0] = [0.0, 2.0, 1.0]
+    out = losses.maskconver_losses(logits, mask_logits, labels,
+                                   class_weight=0.5)
+    base = losses.maskconver_losses(logits, mask_logits, labels)
+    assert 'center_class_loss' not in base
+    np.testing.assert_allclose(out['center_class_loss'],
+                               (first + lse([0.0, 30.0, 30.0]) - lse(
+                                   [30.0, 30.0])) / 2, rtol=1e-5)
+    np.testing.assert_allclose(
+        out['total_loss'], base['total_loss'] + 0.5 * out['center_class_loss'],
+        rtol=1e-6)

@@ -278,6 +278,11 @@ def test_two_train_steps_and_validation(records):
     result = task.reduce_aggregated_logs(state)
     assert 0.0 <= result['panoptic_quality/All_pq'] <= 1.0
     assert all(np.isfinite(float(m.result())) for m in val_metrics)
+    # The center class loss is single-scale only: a clear error, not a 0.
+    params.task.losses.class_weight = 1.0
+    with pytest.raises(ValueError, match='class_weight is 1.0'):
+        ms_task.MultiScaleMaskConverTask(params.task).build_losses(
+            labels, outputs)
 
 
 def test_flagship_yaml_trains_two_steps_and_validates_at_128(records,

@@ -647,6 +647,9 @@ CODE_FIXED = {
         'task.model.proposal_generator.peak_kernel_size': 3,
         'task.model.proposal_generator.peak_error': 1e-6,
         'task.losses.dice_mode': 'global',
+        'task.losses.center_weight': 1.0,
+        'task.losses.class_weight': 0.0,
+        'task.model.panoptic_generator.duplicate_iou_threshold': None,
         f'{TRAIN}.parser.center_type': 'box',
         f'{TRAIN}.parser.min_stuff_area': 1024,
         f'{TRAIN}.parser.stuff_dilation': 61,  # three 21x21 max-pools
@@ -660,6 +663,9 @@ CODE_FIXED = {
         'task.model.proposal_generator.peak_kernel_size': 3,
         'task.model.proposal_generator.peak_error': 1e-6,
         'task.losses.dice_mode': 'global',
+        'task.losses.center_weight': 1.0,
+        'task.losses.class_weight': 0.0,
+        'task.model.panoptic_generator.duplicate_iou_threshold': None,
         f'{TRAIN}.parser.center_type': 'centroid',
         f'{TRAIN}.parser.stuff_centers': 'class',
         # The copy-paste step's second stream (copypaste.py).

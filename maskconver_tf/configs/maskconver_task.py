@@ -76,6 +76,10 @@ class DataConfig(cfg.DataConfig):
 class Losses(hyperparams.Config):
     """Loss weights (reference section 2.4).
 
+    center_weight: the center (class heatmap) focal loss weight (the
+      reference: 1).
+    class_weight: weight of `losses.center_class_loss`, a softmax over the
+      class channels at the center cells (not in the reference: 0).
     dice_weight: None = mask_weight (the reference: total = center +
       mask_weight * (BCE + dice)); a float sets the dice weight alone.
     dice_mode: 'global' (the reference's one dice over all masks of the batch)
@@ -85,6 +89,8 @@ class Losses(hyperparams.Config):
     """
     focal_alpha: float = 2.0
     focal_beta: float = 4.0
+    center_weight: float = 1.0
+    class_weight: float = 0.0
     mask_weight: float = 5.0
     dice_weight: Optional[float] = None
     dice_mode: str = 'global'

@@ -69,6 +69,39 @@ def focal_loss(heatmap_logits, heatmap_targets, num_instances, weights=None,
     return tf.reduce_mean(per_image / (_f32(num_instances) + 1.0))
 
 
+def center_class_loss(heatmap_logits, heatmap_targets, weights=None):
+    """Softmax cross-entropy of the class channels at the center cells.
+
+    Not in the reference: the focal loss scores every channel alone, so at
+    a center a confusable class can sit just above the right one; this term
+    ranks the channels against each other there. A center cell is one with
+    some target == 1; its positives are all channels == 1 (a ring and the
+    disc in its hole share a cell), loss = logsumexp(all channels) -
+    logsumexp(positive channels), the mean over the center cells of the
+    global batch (0 without any). A replica returns R * its sum / (global
+    count) for R replicas, as `mask_bce_loss`.
+
+    Args:
+      heatmap_logits: float [B, h, w, C].
+      heatmap_targets: float [B, h, w, C], in [0, 1].
+      weights: float [B, h, w] (e.g. 1 - padding) or None.
+
+    Returns:
+      float32 scalar.
+    """
+    logits = _f32(heatmap_logits)
+    positive = tf.equal(_f32(heatmap_targets), 1.0)
+    center = tf.cast(tf.reduce_any(positive, axis=-1), tf.float32)
+    if weights is not None:
+        center *= _f32(weights)
+    masked = tf.where(positive, logits, tf.float32.min)
+    loss = (tf.reduce_logsumexp(logits, axis=-1) -
+            tf.reduce_logsumexp(masked, axis=-1))
+    count = cross_replica_sum(tf.reduce_sum(center))
+    return (num_replicas() * tf.reduce_sum(
+        tf.where(center > 0, loss, 0.0) * center) / tf.maximum(count, 1.0))
+
+
 def _mask_inputs(mask_logits, mask_targets, mask_weights, padding_mask):
     """Resized logits, targets and per-pixel weights, all float32.
 
@@ -162,12 +195,15 @@ def effective_dice_weight(mask_weight, dice_weight=None) -> float:
 
 def maskconver_losses(class_heatmaps, mask_logits, labels, focal_alpha=2.0,
                       focal_beta=4.0, mask_weight=5.0, dice_weight=None,
-                      dice_mode='global'):
+                      dice_mode='global', center_weight=1.0,
+                      class_weight=0.0):
     """The MaskConver loss components and their sum (no L2, no loss_weight).
 
-    total = center + mask_weight * BCE + dice_weight * dice (dice_weight
-    defaults to mask_weight, as the reference). The center loss weight is
-    1 - padding_mask nearest-resized to the heatmap grid. The caller adds
+    total = center_weight * center + class_weight * class + mask_weight *
+    BCE + dice_weight * dice (dice_weight defaults to mask_weight,
+    center_weight to 1 and class_weight to 0, as the reference; class is
+    `center_class_loss`). The center loss's per-pixel weight is 1 - padding_mask
+    nearest-resized to the heatmap grid. The caller adds
     the L2 terms (model.losses) and the overall loss_weight.
 
     Args:
@@ -178,12 +214,14 @@ def maskconver_losses(class_heatmaps, mask_logits, labels, focal_alpha=2.0,
         `padding_mask` [B, H, W].
       focal_alpha, focal_beta: focal loss exponents.
       mask_weight: float, BCE weight.
+      center_weight: float, center (focal) loss weight.
+      class_weight: float, `center_class_loss` weight (0: not computed).
       dice_weight: float or None (= mask_weight).
       dice_mode: 'global' or 'per_mask' (see `dice_loss`).
 
     Returns:
       dict of float32 scalars: center_loss, mask_bce_loss, mask_dice_loss,
-      total_loss.
+      total_loss, and center_class_loss when class_weight > 0.
     """
     dice_weight = effective_dice_weight(mask_weight, dice_weight)
     padding = _f32(labels['padding_mask'])
@@ -196,6 +234,11 @@ def maskconver_losses(class_heatmaps, mask_logits, labels, focal_alpha=2.0,
     mask_args = (mask_logits, labels['masks'], labels['mask_weights'], padding)
     bce = mask_bce_loss(*mask_args)
     dice = dice_loss(*mask_args, mode=dice_mode)
-    total = center + mask_weight * bce + dice_weight * dice
-    return {'center_loss': center, 'mask_bce_loss': bce,
-            'mask_dice_loss': dice, 'total_loss': total}
+    total = center_weight * center + mask_weight * bce + dice_weight * dice
+    out = {'center_loss': center, 'mask_bce_loss': bce,
+           'mask_dice_loss': dice}
+    if class_weight:
+        out['center_class_loss'] = center_class_loss(
+            class_heatmaps, labels['heatmaps'], center_weights)
+        total += class_weight * out['center_class_loss']
+    return {**out, 'total_loss': total}

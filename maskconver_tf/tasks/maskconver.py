@@ -29,8 +29,8 @@ from maskconver_tf.losses import maskconver_losses
 from maskconver_tf.modeling import factory
 
 INIT_CHECKPOINT_MODULES = ('all', 'backbone', 'decoder')
-LOSS_NAMES = ('total_loss', 'model_loss', 'center_loss', 'mask_bce_loss',
-              'mask_dice_loss', 'l2_loss')
+LOSS_NAMES = ('total_loss', 'model_loss', 'center_loss', 'center_class_loss',
+              'mask_bce_loss', 'mask_dice_loss', 'l2_loss')
 # Segments beyond K (they keep their heatmap peak but lose mask supervision).
 DROPPED_METRIC = 'num_dropped_segments'
 PQ_PREFIX = 'panoptic_quality'
@@ -182,7 +182,8 @@ class MaskConverTask(base_task.Task):
             labels=labels,
             focal_alpha=c.focal_alpha, focal_beta=c.focal_beta,
             mask_weight=c.mask_weight, dice_weight=c.dice_weight,
-            dice_mode=c.dice_mode)
+            dice_mode=c.dice_mode, center_weight=c.center_weight,
+            class_weight=c.class_weight)
         model_loss = c.loss_weight * losses['total_loss']
         l2_loss = (tf.add_n([tf.cast(x, tf.float32) for x in aux_losses])
                    if aux_losses else tf.constant(0.0))
@@ -190,6 +191,8 @@ class MaskConverTask(base_task.Task):
             'total_loss': model_loss + l2_loss,
             'model_loss': model_loss,
             'center_loss': losses['center_loss'],
+            'center_class_loss': losses.get('center_class_loss',
+                                            tf.constant(0.0)),
             'mask_bce_loss': losses['mask_bce_loss'],
             'mask_dice_loss': losses['mask_dice_loss'],
             'l2_loss': l2_loss,

@@ -107,6 +107,10 @@ class MultiScaleMaskConverTask(maskconver.MaskConverTask):
         """Returns a dict of scalar float32 losses; `total_loss` is trained."""
         c = self.task_config.losses
         m = self.task_config.model
+        if c.class_weight:
+            raise ValueError(
+                f'task.losses.class_weight is {c.class_weight}; the '
+                'multi-scale task has no center class loss (expected 0)')
         center = multiscale_center_loss(
             model_outputs['class_heatmaps'], labels['heatmaps'],
             labels['num_instances'], labels['padding_mask'], m.min_level,
@@ -117,14 +121,15 @@ class MultiScaleMaskConverTask(maskconver.MaskConverTask):
         dice = maskconver_losses.dice_loss(*mask_args, mode=c.dice_mode)
         dice_weight = maskconver_losses.effective_dice_weight(c.mask_weight,
                                                               c.dice_weight)
-        model_loss = c.loss_weight * (center + c.mask_weight * bce +
-                                      dice_weight * dice)
+        model_loss = c.loss_weight * (c.center_weight * center +
+                                      c.mask_weight * bce + dice_weight * dice)
         l2_loss = (tf.add_n([tf.cast(x, tf.float32) for x in aux_losses])
                    if aux_losses else tf.constant(0.0))
         return {
             'total_loss': model_loss + l2_loss,
             'model_loss': model_loss,
             'center_loss': center,
+            'center_class_loss': tf.constant(0.0),
             'mask_bce_loss': bce,
             'mask_dice_loss': dice,
             'l2_loss': l2_loss,
