@@ -392,6 +392,9 @@ def test_shapes_yaml_differs_from_the_registered_base_as_documented():
 
     assert diff(base, recipe) == {
         'task.model.num_instances': (50, 20),
+        'task.model.panoptic_generator.duplicate_iou_threshold': (None, 0.7),
+        'task.losses.dice_mode': ('global', 'per_mask'),
+        'task.losses.class_weight': (0.0, 1.0),
         'task.train_data.parser.mask_target_stride': (1, 2),
         'trainer.train_steps': (1500, 650),
         'trainer.optimizer_config.learning_rate.cosine.decay_steps': (1500,

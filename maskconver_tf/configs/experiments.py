@@ -11,7 +11,8 @@ Each has a YAML in `experiments/` that says what it reproduces:
   2 CPU cores. The base that tests and tools build on (K 50 and full-size
   mask targets, as the COCO model). `make demo` trains it with
   experiments/maskconver_shapes.yaml, the measured recipe, which sets K 20,
-  training mask targets at stride 2 and 650 steps validated at the end
+  training mask targets at stride 2, 650 steps validated at the end, dice
+  per mask, the center class loss and duplicate suppression in the merge
   (tests/test_task.py pins exactly these differences), then at 256 px with
   experiments/maskconver_shapes_256_finetune.yaml on top.
 """
