@@ -202,9 +202,9 @@ def maskconver_losses(class_heatmaps, mask_logits, labels, focal_alpha=2.0,
     total = center_weight * center + class_weight * class + mask_weight *
     BCE + dice_weight * dice (dice_weight defaults to mask_weight,
     center_weight to 1 and class_weight to 0, as the reference; class is
-    `center_class_loss`). The center loss's per-pixel weight is 1 - padding_mask
-    nearest-resized to the heatmap grid. The caller adds
-    the L2 terms (model.losses) and the overall loss_weight.
+    `center_class_loss`). The center loss's per-pixel weight is
+    1 - padding_mask nearest-resized to the heatmap grid. The caller adds the
+    L2 terms (model.losses) and the overall loss_weight.
 
     Args:
       class_heatmaps: float [B, h, w, C], center heatmap logits.
